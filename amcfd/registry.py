@@ -1,0 +1,114 @@
+"""One small registry: option entries ``{type: Name, **kwargs}`` build registered classes.
+
+Registration is explicit: each registry names the modules that fill it. They are imported
+lazily, the first time a name is looked up, one by one; a module that fails to import is
+recorded and reported in "unknown name" errors, but never breaks ``import amcfd`` or the
+other entries of the registry.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any, Callable, Iterable
+
+
+class ConfigError(ValueError):
+    """A bad option: the message is one line naming the key, file or value."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest of choices, or ''."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_kwargs(fn: Callable, kwargs: dict, where: str) -> None:
+    """Fail with a one-line ConfigError if kwargs are not accepted by fn's signature."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(f"unknown option '{where}.{key}'{did_you_mean(key, accepted)}")
+
+
+class Registry:
+    """Maps names to classes or functions; ``build(cfg)`` never mutates ``cfg``."""
+
+    def __init__(self, kind: str, modules: Iterable[str] = ()):
+        self.kind = kind
+        self._modules = list(modules)
+        self._entries: dict[str, Callable] = {}
+        self._broken: dict[str, str] = {}
+        self._imported = False
+
+    def register(self, name: str | None = None) -> Callable:
+        """Decorator: ``@ARCHS.register()`` registers under the class name."""
+
+        def deco(obj: Callable) -> Callable:
+            key = name or obj.__name__
+            if key in self._entries and self._entries[key] is not obj:
+                raise KeyError(f"{self.kind} '{key}' is already registered")
+            self._entries[key] = obj
+            return obj
+
+        return deco
+
+    def _import_modules(self) -> None:
+        if self._imported:
+            return
+        self._imported = True
+        for mod in self._modules:
+            try:
+                importlib.import_module(mod)
+            except Exception as exc:  # one broken optional module must not break the rest
+                self._broken[mod] = f"{type(exc).__name__}: {exc}"
+
+    def names(self) -> list[str]:
+        self._import_modules()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._import_modules()
+        return name in self._entries
+
+    def get(self, name: str, where: str = "type") -> Callable:
+        self._import_modules()
+        if name in self._entries:
+            return self._entries[name]
+        msg = (f"unknown {self.kind} '{where}: {name}'{did_you_mean(name, self._entries)}; "
+               f"known: {', '.join(sorted(self._entries)) or 'none'}")
+        if self._broken:
+            msg += "; failed to import: " + "; ".join(f"{m} ({e})" for m, e in self._broken.items())
+        raise ConfigError(msg)
+
+    def build(self, cfg: dict, *args: Any, where: str | None = None, **extra: Any) -> Any:
+        """Build ``cfg['type']`` with the remaining keys (plus ``extra``) as keyword arguments.
+
+        ``where`` is the option path used in error messages, e.g. ``network``.
+        """
+        where = where or self.kind
+        if not isinstance(cfg, dict) or "type" not in cfg:
+            raise ConfigError(f"option '{where}' needs a 'type' key naming a registered {self.kind}")
+        kwargs = {k: v for k, v in cfg.items() if k != "type"}
+        obj = self.get(cfg["type"], where=f"{where}.type")
+        check_kwargs(obj, kwargs, where)
+        return obj(*args, **kwargs, **extra)
+
+
+# The registries and the modules that fill them (explicit, imported on first use).
+ARCHS = Registry("architecture", modules=[
+    "amcfd.archs.restormer", "amcfd.archs.nafnet", "amcfd.archs.dncnn",
+    "amcfd.archs.unet", "amcfd.archs.deamnet",
+])
+METHODS = Registry("method", modules=["amcfd.methods.amsnet"])
+LOSSES = Registry("loss", modules=["amcfd.losses.basic"])
+DATASETS = Registry("dataset", modules=[
+    "amcfd.data.synthetic", "amcfd.data.folders", "amcfd.data.sidd", "amcfd.data.dnd",
+])
+METRICS = Registry("metric", modules=["amcfd.metrics"])
