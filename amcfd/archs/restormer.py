@@ -1,0 +1,243 @@
+"""Restormer (Zamir et al., CVPR 2022), the default AMSNet denoiser.
+
+Same network, argument names and ``state_dict`` keys as the Restormer code that AMSNet ships
+(``codes/arches/Restormer.py``), so the authors' checkpoints load with ``strict=True``.
+Additions that leave outputs unchanged: reflect padding to a multiple of 8 (cropped back) so
+any image size works, and optional activation checkpointing of the transformer blocks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amcfd.archs.common import pad_to_multiple, run_blocks
+from amcfd.registry import ARCHS, ConfigError
+
+
+class _BiasFreeNorm(nn.Module):
+    """x / sqrt(var + 1e-5) * w over channels: no mean subtraction, no bias."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.var(1, keepdim=True, unbiased=False)
+        return x / torch.sqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1)
+
+
+class _WithBiasNorm(nn.Module):
+    """Standard LayerNorm over channels (eps 1e-5) with weight and bias."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        x = (x - mean) / torch.sqrt(var + 1e-5)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ChannelNorm(nn.Module):
+    """Per-pixel LayerNorm over the channels of a (B, C, H, W) map; ``body`` holds the weights."""
+
+    def __init__(self, dim: int, layer_norm_type: str):
+        super().__init__()
+        if layer_norm_type not in ("BiasFree", "WithBias"):
+            raise ConfigError(f"unknown option 'LayerNorm_type: {layer_norm_type}' "
+                              "(use BiasFree or WithBias)")
+        self.body = _BiasFreeNorm(dim) if layer_norm_type == "BiasFree" else _WithBiasNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class GatedDconvFeedForward(nn.Module):
+    """GDFN: 1x1 expand -> depthwise 3x3 -> GELU(x1) * x2 -> 1x1 project (Restormer Eq. 6-7)."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool):
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x (B, hidden, H, W)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransposedAttention(nn.Module):
+    """MDTA: attention across channels (C/heads x C/heads per head), not pixels (Restormer Eq. 2)."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, heads, C/heads, C/heads)
+        out = attn.softmax(dim=-1) @ v  # (B, heads, C/heads, H*W)
+        return self.project_out(out.reshape(b, c, h, w))
+
+
+class TransformerBlock(nn.Module):
+    """x + MDTA(LN(x)), then + GDFN(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 layer_norm_type: str):
+        super().__init__()
+        self.norm1 = ChannelNorm(dim, layer_norm_type)
+        self.attn = TransposedAttention(dim, num_heads, bias)
+        self.norm2 = ChannelNorm(dim, layer_norm_type)
+        self.ffn = GatedDconvFeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class _PatchEmbed(nn.Module):
+    """3x3 overlapped patch embedding (always bias-free, as in the authors' code)."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _Downsample(nn.Module):
+    """(B, C, H, W) -> (B, 2C, H/2, W/2): 3x3 conv to C/2 then pixel-unshuffle."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False),
+                                  nn.PixelUnshuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class _Upsample(nn.Module):
+    """(B, C, H, W) -> (B, C/2, 2H, 2W): 3x3 conv to 2C then pixel-shuffle."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False),
+                                  nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@ARCHS.register()
+class Restormer(nn.Module):
+    """Restormer: 4-level transformer U-Net with transposed attention; output = conv(features) + input.
+
+    Arguments are the authors' (``inp_channels`` ... ``dual_pixel_task``); ``checkpointing`` recomputes
+    each transformer block in the backward pass (training only) to save memory.
+    Presets (``build_arch({'type': 'Restormer', 'preset': ...})``): ``published`` is AMSNet's
+    configs/restormer.yaml (26,111,668 parameters); ``small`` is a fast CPU demo size.
+    """
+
+    PRESETS = {
+        "published": dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8],
+                          num_refinement_blocks=4, heads=[1, 2, 4, 8], ffn_expansion_factor=2.66,
+                          bias=False, LayerNorm_type="BiasFree"),
+        "small": dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8],
+                      ffn_expansion_factor=2.66, bias=False, LayerNorm_type="BiasFree"),
+    }
+    size_multiple = 8  # three 2x downsamplings
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # the authors' option name
+        dual_pixel_task: bool = False,
+        checkpointing: bool = False,
+    ):
+        super().__init__()
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ConfigError(f"Restormer needs 4 num_blocks and 4 heads, got {list(num_blocks)} "
+                              f"and {list(heads)}")
+        for level, n_heads in enumerate(heads):
+            if (dim * 2**level) % n_heads:
+                raise ConfigError(f"Restormer: level {level + 1} width {dim * 2**level} is not divisible "
+                                  f"by heads[{level}] = {n_heads}")
+        self.dual_pixel_task = dual_pixel_task
+        self.checkpointing = checkpointing
+
+        def level(channels: int, n_heads: int, depth: int) -> nn.Sequential:
+            blocks = [TransformerBlock(channels, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
+                      for _ in range(depth)]
+            return nn.Sequential(*blocks)
+
+        c1, c2, c3, c4 = dim, dim * 2, dim * 4, dim * 8
+        self.patch_embed = _PatchEmbed(inp_channels, c1)
+        self.encoder_level1 = level(c1, heads[0], num_blocks[0])
+        self.down1_2 = _Downsample(c1)
+        self.encoder_level2 = level(c2, heads[1], num_blocks[1])
+        self.down2_3 = _Downsample(c2)
+        self.encoder_level3 = level(c3, heads[2], num_blocks[2])
+        self.down3_4 = _Downsample(c3)
+        self.latent = level(c4, heads[3], num_blocks[3])
+        self.up4_3 = _Upsample(c4)
+        self.reduce_chan_level3 = nn.Conv2d(c4, c3, kernel_size=1, bias=bias)
+        self.decoder_level3 = level(c3, heads[2], num_blocks[2])
+        self.up3_2 = _Upsample(c3)
+        self.reduce_chan_level2 = nn.Conv2d(c3, c2, kernel_size=1, bias=bias)
+        self.decoder_level2 = level(c2, heads[1], num_blocks[1])
+        self.up2_1 = _Upsample(c2)  # no channel reduction at level 1: decoder works at 2*dim
+        self.decoder_level1 = level(c2, heads[0], num_blocks[0])
+        self.refinement = level(c2, heads[0], num_refinement_blocks)
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(c1, c2, kernel_size=1, bias=bias)
+        self.output = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
+        h, w = inp_img.shape[-2:]
+        x_in = pad_to_multiple(inp_img, self.size_multiple)  # (B, C, H8, W8), H8 = H rounded up to 8
+        ckpt = self.checkpointing and self.training
+
+        emb = self.patch_embed(x_in)
+        enc1 = run_blocks(self.encoder_level1, emb, ckpt)
+        enc2 = run_blocks(self.encoder_level2, self.down1_2(enc1), ckpt)  # (B, 2d, H/2, W/2)
+        enc3 = run_blocks(self.encoder_level3, self.down2_3(enc2), ckpt)  # (B, 4d, H/4, W/4)
+        latent = run_blocks(self.latent, self.down3_4(enc3), ckpt)  # (B, 8d, H/8, W/8)
+
+        dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1))
+        dec3 = run_blocks(self.decoder_level3, dec3, ckpt)
+        dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1))
+        dec2 = run_blocks(self.decoder_level2, dec2, ckpt)
+        dec1 = torch.cat([self.up2_1(dec2), enc1], 1)  # (B, 2d, H, W)
+        dec1 = run_blocks(self.decoder_level1, dec1, ckpt)
+        dec1 = run_blocks(self.refinement, dec1, ckpt)
+
+        if self.dual_pixel_task:
+            out = self.output(dec1 + self.skip_conv(emb))
+        else:
+            out = self.output(dec1) + x_in
+        return out[..., :h, :w]
