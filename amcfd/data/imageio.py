@@ -1,0 +1,180 @@
+"""Image files <-> float arrays in [0, 1], with bit depth and alpha kept.
+
+Reading and writing go through OpenCV (``cv2.imdecode`` / ``cv2.imencode`` on bytes, so any
+path works, including non-ASCII ones). Arrays are RGB (OpenCV's BGR is converted), HxWxC
+float32 in [0, 1]: 8-bit files are divided by 255, 16-bit files by 65535 (16-bit is kept, not
+reduced to 8). Gray images have C=1. An alpha channel is split off into ``info['alpha']`` so
+that networks see RGB only; ``write_image`` can re-attach it.
+
+Pixels are returned as stored: the EXIF orientation tag is not applied, so outputs line up
+with inputs pixel for pixel.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+import torch
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing, truncated, corrupt or in an unsupported format."""
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder_or_file: PathLike, recursive: bool = False) -> list[Path]:
+    """Sorted image files in a folder (or ``[file]`` for one image file).
+
+    Hidden files (names starting with '.') are skipped. Raises FileNotFoundError naming the
+    path when it does not exist, ValueError for a file that is not an image.
+    """
+    path = Path(folder_or_file)
+    if not path.exists():
+        raise FileNotFoundError(f"image folder or file not found: {path}")
+    if path.is_file():
+        if not is_image_file(path):
+            raise ValueError(f"{path} is not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        return [path]
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in path.glob(pattern)
+                  if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+
+
+def _check_complete(data: bytes, path: Path) -> None:
+    """Catch truncated PNG/JPEG files, which OpenCV may decode partially without an error."""
+    if data.startswith(b"\x89PNG"):
+        if b"IEND" not in data[-16:]:
+            raise ImageReadError(f"{path}: truncated PNG (no IEND chunk at the end)")
+    elif data.startswith(b"\xff\xd8"):
+        # The main image's end-of-image marker follows its last start-of-scan marker; entropy-coded
+        # data never contains these byte pairs (0xFF is stuffed as FF00).
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+
+
+def read_image(path: PathLike) -> tuple[np.ndarray, dict]:
+    """Read an image as float32 HxWxC RGB in [0, 1] plus ``info``.
+
+    ``info``: ``bit_depth`` (8 or 16), ``channels`` (channel count in the file: 1, 3 or 4),
+    ``alpha`` (HxW float32 in [0, 1] or None), ``path``.
+    Raises ImageReadError naming the file when it cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageReadError(f"{path}: empty file")
+    _check_complete(data, path)
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
+    if raw.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif raw.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    else:
+        raise ImageReadError(f"{path}: unsupported sample type {raw.dtype} (expected 8- or 16-bit)")
+    if raw.ndim == 2:
+        raw = raw[:, :, None]                                   # (H, W, 1)
+    channels = raw.shape[2]
+    alpha = None
+    if channels == 4:
+        alpha = raw[:, :, 3].astype(np.float32) / scale
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB)             # (H, W, 3)
+    elif channels == 3:
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+    elif channels != 1:
+        raise ImageReadError(f"{path}: unsupported channel count {channels} (expected 1, 3 or 4)")
+    img = raw.astype(np.float32) / scale
+    return img, {"bit_depth": bit_depth, "channels": channels, "alpha": alpha, "path": str(path)}
+
+
+def _quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+    peak = 255 if bit_depth == 8 else 65535
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    return np.clip(np.rint(arr.astype(np.float64) * peak), 0, peak).astype(dtype)
+
+
+def write_image(path: PathLike, img: np.ndarray, bit_depth: int = 8, alpha: np.ndarray | None = None) -> Path:
+    """Write float HxWxC (C = 1 or 3) or HxW in [0, 1]; values are rounded and clipped.
+
+    ``bit_depth`` 8 or 16 (16 only for PNG/TIFF). ``alpha`` (HxW or HxWx1 in [0, 1]) is
+    re-attached as a fourth channel (RGB images only). Parent folders are created, and the file
+    appears atomically (written to a temporary file in the same folder, then renamed).
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"cannot write {path}: unknown image extension "
+                         f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"write_image: bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and ext not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"cannot write {path} with 16 bits: only .png and .tif/.tiff hold 16-bit images")
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ValueError(f"write_image({path}): expected HxW, HxWx1 or HxWx3, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise ValueError(f"write_image({path}): image contains NaN or infinite values")
+    out = _quantize(img, bit_depth)
+    out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR) if out.shape[2] == 3 else out[:, :, 0]
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        alpha = alpha[:, :, 0] if alpha.ndim == 3 else alpha
+        if alpha.shape != img.shape[:2] or img.shape[2] != 3:
+            raise ValueError(f"write_image({path}): alpha of shape {alpha.shape} does not fit image "
+                             f"{img.shape} (needs HxW and an RGB image)")
+        out = np.concatenate([out, _quantize(alpha, bit_depth)[:, :, None]], axis=2)   # (H, W, 4) BGRA
+    ok, encoded = cv2.imencode(ext, out)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWxC (or HxW) array -> (C, H, W) float32 tensor."""
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"to_tensor: expected HxW or HxWxC, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) or (1, C, H, W) tensor -> HxWxC float32 array (on the CPU)."""
+    t = tensor.detach()
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"to_image: a batch must hold one image, got shape {tuple(t.shape)}")
+        t = t[0]
+    if t.ndim != 3:
+        raise ValueError(f"to_image: expected (C, H, W) or (1, C, H, W), got shape {tuple(t.shape)}")
+    return np.ascontiguousarray(t.to("cpu", torch.float32).numpy().transpose(1, 2, 0))
+
