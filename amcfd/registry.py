@@ -23,18 +23,43 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def compatible(default: Any, value: Any) -> bool:
+    """Is ``value`` of the kind the default suggests? (int for float is fine; None is always fine)."""
+    if default is None or value is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
 def check_kwargs(fn: Callable, kwargs: dict, where: str) -> None:
-    """Fail with a one-line ConfigError if kwargs are not accepted by fn's signature."""
+    """Fail with a one-line ConfigError if kwargs are unknown to fn's signature, or of another
+    type than the parameter's default."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for key in kwargs:
+    accepted = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for key, value in kwargs.items():
         if key not in accepted:
+            if open_ended:
+                continue
             raise ConfigError(f"unknown option '{where}.{key}'{did_you_mean(key, accepted)}")
+        default = accepted[key].default
+        if not compatible(default, value):
+            raise ConfigError(f"option '{where}.{key}' must be {type_name(default)}, got {type_name(value)} "
+                              f"({value!r})")
 
 
 class Registry:

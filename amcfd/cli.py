@@ -1,0 +1,191 @@
+"""Command-line entry points: ``train.py`` / ``valid.py`` / ``test.py`` and ``amcfd-*`` scripts."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from amcfd.registry import ConfigError
+
+log = logging.getLogger("amcfd")
+
+EXIT_CONFIG = 2  # bad options or input: one-line message, no traceback
+EXIT_FAILED = 1  # training stopped (e.g. non-finite loss)
+
+
+def _parser(prog: str, phase: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=f"AM-CFD {phase}")
+    p.add_argument("-opt", "--opt", required=True, help="YAML option file")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override options, e.g. --set train.lr=2e-4 network.type=NAFNet")
+    return p
+
+
+def _run(fn, argv) -> int:
+    """Run fn(argv); configuration errors become one line on stderr and exit code 2."""
+    from amcfd.engine.logger import setup_console_logging
+
+    setup_console_logging()
+    try:
+        fn(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from amcfd.engine.trainer import TrainingError
+
+        if isinstance(exc, TrainingError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+def _train(argv) -> None:
+    from amcfd.engine import dist
+    from amcfd.engine.trainer import Trainer
+    from amcfd.options import load_options
+
+    p = _parser("train.py", "training")
+    p.add_argument("--auto_resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
+                   help="'pytorch' under torchrun (multi-GPU / multi-node)")
+    p.add_argument("--debug", action="store_true", help="a few iterations, frequent logs/validation/saves")
+    p.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)  # torch.distributed.launch
+    args = p.parse_args(argv)
+    overrides = list(args.set)
+    if args.debug:
+        overrides += ["logger.print_freq=1", "val.val_freq=4", "logger.save_checkpoint_freq=4"]
+    opt = load_options(args.opt, overrides, phase="train")
+    if args.debug:
+        opt["name"] = "debug_" + opt["name"]
+        opt["train"]["total_iter"] = min(opt["train"]["total_iter"], 8)
+    trainer = Trainer(opt, launcher=args.launcher, auto_resume=args.auto_resume)
+    try:
+        trainer.train()
+    finally:
+        dist.cleanup()
+    if dist.is_main():
+        print(f"done: {trainer.exp_dir}")
+
+
+def main_train(argv=None) -> int:
+    return _run(_train, sys.argv[1:] if argv is None else argv)
+
+
+# ----------------------------------------------------------------------------- valid
+def _valid(argv) -> None:
+    from amcfd.engine.inference import build_dataset, build_denoiser, evaluate, format_table
+    from amcfd.options import dataset_sets, load_options
+
+    args = _parser("valid.py", "validation").parse_args(argv)
+    opt = load_options(args.opt, args.set, phase="valid")
+    sets = dataset_sets(opt, "valid")
+    if not sets:
+        raise ConfigError("no evaluation sets: add datasets.val_<name> or datasets.test_<name> entries")
+    method, denoise_fn = build_denoiser(opt)
+    device = next(method.parameters()).device
+    metrics = ["psnr", "ssim", "ssim_matlab"]
+    out_dir = Path(opt["path"]["results_root"]) / opt["name"]
+    results = {}
+    for name, cfg in sets.items():
+        dataset, loader_opts = build_dataset(cfg, f"datasets.{name}")
+        saver = _image_saver(out_dir / name) if opt["test"]["save_img"] else None
+        results[name] = evaluate(denoise_fn, dataset, loader_opts, metrics, device, on_image=saver)
+        results[name].pop("visuals")
+    table = format_table(results, metrics)
+    print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.md").write_text(table + "\n")
+    report = {name: {"n": r["n"], "psnr": r["psnr"], "ssim_skimage": r["ssim"], "ssim_matlab": r["ssim_matlab"],
+                     "sec_per_image": r["sec_per_image"]} for name, r in results.items()}
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out_dir / 'metrics.json'}")
+
+
+def _image_saver(folder: Path):
+    from amcfd.data.imageio import to_image, write_image
+
+    def save(item, denoised):
+        name = item["name"][0] if isinstance(item["name"], (list, tuple)) else item["name"]
+        write_image(folder / f"{Path(str(name)).stem}.png", to_image(denoised[0].cpu()))
+
+    return save
+
+
+def main_valid(argv=None) -> int:
+    return _run(_valid, sys.argv[1:] if argv is None else argv)
+
+
+# ----------------------------------------------------------------------------- test
+def _test(argv) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from amcfd.data.imageio import ImageReadError, list_images, read_image, to_image, to_tensor, write_image
+    from amcfd.engine.inference import build_denoiser
+    from amcfd.options import load_options
+
+    p = _parser("test.py", "denoising of a folder or file of photos")
+    p.add_argument("--input", help="image file or folder (overrides test.input)")
+    p.add_argument("--output", help="output folder (overrides test.output)")
+    args = p.parse_args(argv)
+    overrides = list(args.set)
+    if args.input:
+        overrides.append(f"test.input={args.input}")
+    if args.output:
+        overrides.append(f"test.output={args.output}")
+    opt = load_options(args.opt, overrides, phase="test")
+    source = opt["test"]["input"]
+    if not source:
+        raise ConfigError("nothing to denoise: give --input PATH or option 'test.input'")
+    files = list_images(source)
+    if not files:
+        raise ConfigError(f"no images (png, jpg, tif) found in {source}")
+    out_dir = Path(opt["test"]["output"] or Path(opt["path"]["results_root"]) / opt["name"] / "images")
+    method, denoise_fn = build_denoiser(opt)
+    in_channels = _input_channels(method)
+    written = 0
+    for path in tqdm(files, desc="denoise", dynamic_ncols=True, file=sys.stderr):
+        try:
+            img, info = read_image(path)
+        except ImageReadError as exc:
+            log.warning("skipped unreadable image: %s", exc)
+            continue
+        x = to_tensor(img)[None]  # (1, C, H, W)
+        channels = x.shape[1]
+        if channels == 1 and in_channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        with torch.no_grad():
+            y = denoise_fn(x).cpu()
+        if channels == 1 and in_channels == 3:
+            y = y.mean(dim=1, keepdim=True)
+        suffix = ".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix
+        rel = path.relative_to(source) if Path(source).is_dir() else Path(path.name)
+        write_image(out_dir / rel.with_suffix(suffix), to_image(y[0]), bit_depth=info["bit_depth"],
+                    alpha=info.get("alpha"))
+        written += 1
+    print(f"denoised {written} of {len(files)} images into {out_dir}")
+
+
+def _input_channels(method) -> int:
+    """Input channels of the method's network (first conv), 3 if unknown."""
+    import torch
+
+    for module in method.net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def main_test(argv=None) -> int:
+    return _run(_test, sys.argv[1:] if argv is None else argv)

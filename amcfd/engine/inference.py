@@ -1,0 +1,165 @@
+"""Whole-image inference: tiled denoising, building a denoiser from a checkpoint, evaluation."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from amcfd.engine import dist
+from amcfd.engine.checkpoint import load_checkpoint
+from amcfd.registry import ARCHS, DATASETS, METHODS, METRICS, ConfigError
+
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM (skimage)", "ssim_matlab": "SSIM (MATLAB)"}
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"option 'device: {name}' but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def build_network(cfg: dict) -> nn.Module:
+    from amcfd.archs import build_arch
+
+    return build_arch(cfg)
+
+
+def build_method(opt: dict, net: nn.Module) -> nn.Module:
+    return METHODS.build(opt["method"], net, where="method")
+
+
+def build_dataset(cfg: dict, where: str):
+    from amcfd.options import split_loader_keys
+
+    dataset_cfg, loader = split_loader_keys(cfg)
+    return DATASETS.build(dataset_cfg, where=where), loader
+
+
+def _blend_window(tile_h: int, tile_w: int, overlap: int, device) -> torch.Tensor:
+    """Weights rising linearly over ``overlap`` pixels from each tile edge (never zero)."""
+
+    def ramp(n: int) -> torch.Tensor:
+        d = torch.arange(n, device=device, dtype=torch.float32)
+        edge = torch.minimum(d, n - 1 - d) + 1
+        return (edge / (overlap + 1)).clamp(max=1.0) if overlap > 0 else torch.ones(n, device=device)
+
+    return ramp(tile_h)[:, None] * ramp(tile_w)[None, :]
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]
+
+
+@torch.no_grad()
+def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: int = 32) -> torch.Tensor:
+    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0."""
+    _, _, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return denoise(x)
+    if overlap >= tile:
+        raise ConfigError(f"tile_overlap ({overlap}) must be smaller than tile ({tile})")
+    th, tw = min(tile, h), min(tile, w)
+    stride = tile - overlap
+    out = torch.zeros_like(x)
+    weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
+    window = _blend_window(th, tw, overlap, x.device).to(x.dtype)
+    for top in _starts(h, th, stride):
+        for left in _starts(w, tw, stride):
+            patch = denoise(x[..., top:top + th, left:left + tw])
+            out[..., top:top + th, left:left + tw] += patch * window
+            weight[..., top:top + th, left:left + tw] += window
+    return out / weight
+
+
+def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_ema: bool = True) -> str:
+    """Load ``network_ema`` (if present and wanted) or ``network`` into net; returns which."""
+    from amcfd.archs import load_weights
+
+    key = "network_ema" if use_ema and ckpt.get("network_ema") is not None else "network"
+    load_weights(net, ckpt[key], strict=strict)
+    return key
+
+
+def build_denoiser(opt: dict, device: torch.device | None = None):
+    """The trained method from ``path.pretrain_network`` (network/method from the options, or from
+    the checkpoint when the options leave them out). Returns (method, denoise_fn)."""
+    device = device or select_device(opt["device"])
+    path = opt["path"]["pretrain_network"]
+    if not path:
+        raise ConfigError("option 'path.pretrain_network' must name the checkpoint to use")
+    ckpt = load_checkpoint(path)
+    saved = ckpt.get("opt") or {}
+    opt = copy.deepcopy(opt)
+    if not opt.get("network"):
+        if not saved.get("network"):
+            raise ConfigError(f"checkpoint {path} does not record its network: set option 'network'")
+        opt["network"] = saved["network"]
+    net = build_network(opt["network"])
+    load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"])
+    method = build_method(opt, net).to(device).eval()
+    tile, overlap = opt["test"]["tile"], opt["test"]["tile_overlap"]
+
+    def denoise_fn(noisy: torch.Tensor) -> torch.Tensor:
+        return tiled_denoise(method.denoise, noisy.to(device), tile, overlap).clamp(0, 1)
+
+    return method, denoise_fn
+
+
+@torch.no_grad()
+def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str], device,
+             visuals: int = 0, on_image: Callable | None = None) -> dict:
+    """Mean metrics over a paired set, split across ranks and reduced.
+
+    Returns {'n', <metric>: mean, 'sec_per_image', 'visuals': [(noisy, denoised, clean), ...]}.
+    """
+    from amcfd.data.loader import eval_loader
+
+    fns = {name: METRICS.get(name, where="val.metrics") for name in metrics}
+    sums = torch.zeros(len(metrics) + 2, dtype=torch.float64)  # metrics..., seconds, count
+    shown = []
+    for item in eval_loader(dataset, loader_opts, dist.rank(), dist.world_size()):
+        noisy = item["noisy"].to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        denoised = denoise_fn(noisy).clamp(0, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        sums[-2] += time.perf_counter() - start
+        sums[-1] += 1
+        if "clean" in item:
+            clean = item["clean"].to(device)
+            for i, fn in enumerate(fns.values()):
+                sums[i] += float(fn(denoised, clean).sum())
+            if len(shown) < visuals:
+                shown.append((noisy[0].cpu(), denoised[0].cpu(), clean[0].cpu()))
+        elif metrics:
+            raise ConfigError(f"validation set '{getattr(dataset, 'name', type(dataset).__name__)}' has no "
+                              "clean images; metrics need pairs")
+        if on_image is not None:
+            on_image(item, denoised)
+    sums = dist.all_reduce_sum(sums)
+    n = int(sums[-1])
+    result = {"n": n, **{m: float(sums[i]) / max(n, 1) for i, m in enumerate(metrics)},
+              "sec_per_image": float(sums[-2]) / max(n, 1), "visuals": shown}
+    return result
+
+
+def format_table(results: dict[str, dict], metrics: list[str]) -> str:
+    """Markdown table: one row per set."""
+    head = ["set", "n"] + [METRIC_LABELS.get(m, m) for m in metrics] + ["ms / image"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [name, str(r["n"])]
+        cells += [f"{r[m]:.2f}" if m == "psnr" else f"{r[m]:.4f}" for m in metrics]
+        cells.append(f"{1000 * r['sec_per_image']:.1f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,267 @@
+"""The training engine: iteration loop, DDP, AMP, EMA, checkpoints, resume, logging, validation."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from amcfd.data.loader import train_loader
+from amcfd.engine import dist
+from amcfd.engine.checkpoint import (
+    FORMAT,
+    atomic_save,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    set_rng_state,
+)
+from amcfd.engine.ema import EMA
+from amcfd.engine.inference import (
+    build_dataset,
+    build_method,
+    build_network,
+    evaluate,
+    format_table,
+    load_network_weights,
+    select_device,
+    tiled_denoise,
+)
+from amcfd.engine.logger import ExperimentLogger
+from amcfd.options import save_options
+
+log = logging.getLogger("amcfd")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the iteration."""
+
+
+def lr_factor(it: int, t: dict) -> float:
+    """Learning-rate multiplier at iteration ``it``: linear warm-up, then cosine / multistep."""
+    warm = t["warmup_iter"]
+    if warm > 0 and it < warm:
+        return (it + 1) / warm
+    if t["scheduler"] == "cosine":
+        span = max(1, t["total_iter"] - warm)
+        progress = min(1.0, (it - warm) / span)
+        floor = t["eta_min"] / t["lr"]
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if t["scheduler"] == "multistep":
+        return t["gamma"] ** sum(it >= m for m in t["milestones"])
+    return 1.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def archive_folder(folder: Path) -> Path:
+    """Rename an existing experiment folder to <name>_archived_<timestamp> (never overwrite)."""
+    target = folder.with_name(f"{folder.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{folder.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}_{n}")
+        n += 1
+    shutil.move(str(folder), str(target))
+    return target
+
+
+class Trainer:
+    """Builds everything from a validated option dict and runs ``train()``."""
+
+    def __init__(self, opt: dict, launcher: str = "none", auto_resume: bool = False):
+        self.opt = opt
+        self.rank, self.world, device = dist.init_distributed(launcher, opt["dist"]["backend"])
+        self.device = device or select_device(opt["device"])
+        self.exp_dir = Path(opt["path"]["experiments_root"]) / opt["name"]
+        self.ckpt_dir = self.exp_dir / "models"
+        resume_from = self._prepare_folder(auto_resume)
+        self.logger = ExperimentLogger(self.exp_dir, opt, enabled=dist.is_main())
+        if dist.is_main():
+            save_options(opt, self.exp_dir)
+
+        t = opt["train"]
+        seed_everything(opt["seed"])  # same init on every rank (DDP also broadcasts it)
+        self.net = build_network(opt["network"])
+        if opt["path"]["pretrain_network"]:
+            which = load_network_weights(self.net, load_checkpoint(opt["path"]["pretrain_network"]),
+                                         strict=opt["path"]["strict_load"], use_ema=False)
+            log.info("initialised %s from %s", which, opt["path"]["pretrain_network"])
+        self.method = build_method(opt, self.net).to(self.device)
+        self.model = self.method
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.method, device_ids=ids)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[t["optim"]]
+        self.optimizer = optim_cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, t))
+        self.amp_dtype = self._amp_dtype(t["amp"])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
+        self.iteration, self.best = 0, None
+        if resume_from is not None:
+            self._resume(resume_from)
+        if resume_from is None:
+            seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
+
+        self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
+        self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items()
+                         if k.startswith("val")}
+
+    # ------------------------------------------------------------------ setup helpers
+    def _amp_dtype(self, amp):
+        if not amp:
+            return None
+        if self.device.type != "cuda":
+            warnings.warn(f"train.amp={amp} needs CUDA; training in float32 on {self.device}", stacklevel=2)
+            return None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def _prepare_folder(self, auto_resume: bool) -> Path | None:
+        """Resume from the latest checkpoint (--auto_resume) or archive an existing folder."""
+        resume = None
+        if dist.is_main() and self.exp_dir.exists():
+            if auto_resume:
+                resume = latest_checkpoint(self.ckpt_dir)
+            else:
+                archived = archive_folder(self.exp_dir)
+                print(f"experiment folder existed: archived to {archived}")
+        dist.barrier()
+        if auto_resume:
+            resume = latest_checkpoint(self.ckpt_dir)
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        return resume
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.net.load_state_dict(ckpt["network"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("network_ema") is not None:
+            self.ema.load_state_dict(ckpt["network_ema"])
+        self.iteration, self.best = ckpt["iteration"], ckpt.get("best")
+        set_rng_state(ckpt["rng"][min(self.rank, len(ckpt["rng"]) - 1)])
+        log.info("resumed from %s at iteration %d", path, self.iteration)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, is_best: bool) -> None:
+        """Gather every rank's RNG state, then rank 0 writes atomically; barriers around."""
+        states = [None] * self.world
+        if self.world > 1:
+            torch.distributed.all_gather_object(states, rng_state())
+        else:
+            states = [rng_state()]
+        dist.barrier()
+        if dist.is_main():
+            ckpt = {
+                "format": FORMAT, "iteration": self.iteration, "best": self.best, "opt": self.opt,
+                "network": self.net.state_dict(),
+                "network_ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": states,
+            }
+            atomic_save(ckpt, self.ckpt_dir / f"iter_{self.iteration:08d}.pth")
+            if is_best:
+                atomic_save(ckpt, self.ckpt_dir / "best.pth")
+            prune_checkpoints(self.ckpt_dir, self.opt["logger"]["keep_last"])
+        dist.barrier()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> bool:
+        """Validate every val set; returns True when the tracked metric improved."""
+        if not self.val_sets:
+            return False
+        v = self.opt["val"]
+        self.method.eval()
+        results = {}
+
+        def run():
+            fn = lambda x: tiled_denoise(self.method.denoise, x, v["tile"], v["tile_overlap"])  # noqa: E731
+            for name, (dataset, loader_opts) in self.val_sets.items():
+                results[name] = evaluate(fn, dataset, loader_opts, v["metrics"], self.device,
+                                         visuals=v["num_visuals"])
+
+        if self.ema is not None:
+            with self.ema.swapped_into(self.net):
+                run()
+        else:
+            run()
+        self.method.train()
+        self.logger.validation(self.iteration, results, v["metrics"])
+        log.info("validation at iteration %d\n%s", self.iteration, format_table(results, v["metrics"]))
+        tracked = results[next(iter(results))][v["metrics"][0]] if v["metrics"] else None
+        if tracked is None:
+            return False
+        improved = self.best is None or (tracked > self.best if v["better"] == "higher" else tracked < self.best)
+        if improved:
+            self.best = tracked
+        return improved
+
+    # ------------------------------------------------------------------ the loop
+    def _step(self, batch: dict) -> dict:
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            losses = self.model(batch)
+        total = sum(losses.values())
+        finite = torch.isfinite(total.detach()).float()
+        if self.world > 1:
+            finite = dist.all_reduce_sum(finite) / self.world
+        if float(finite) < 1:
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            last = latest_checkpoint(self.ckpt_dir)
+            raise TrainingError(f"non-finite loss at iteration {self.iteration + 1} ({values}); stopped. "
+                                f"Last good checkpoint: {last or 'none yet'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.opt["train"]["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opt["train"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.net)
+        return {**losses, "l_total": total}
+
+    def train(self, stop_at: int | None = None) -> dict:
+        """Run until ``train.total_iter`` (or ``stop_at``, used by tests to simulate a crash)."""
+        t, lg = self.opt["train"], self.opt["logger"]
+        total = t["total_iter"]
+        end = min(total, stop_at) if stop_at else total
+        loader = train_loader(self.train_set, self.train_loader_opts, self.opt["seed"], self.rank, self.world,
+                              self.iteration, pin_memory=self.device.type == "cuda")
+        self.method.train()
+        self.logger.start(self.iteration, total, dist.is_main() and lg["progress_bar"])
+        val_freq = self.opt["val"]["val_freq"]
+        last_losses: dict = {}
+        batches = iter(loader)
+        while self.iteration < end:
+            losses = self._step(next(batches))
+            self.iteration += 1
+            self.method.on_train_iter(self.iteration)
+            if self.iteration % lg["print_freq"] == 0 or self.iteration == end:
+                last_losses = dist.reduce_mean_dict(losses)
+                self.logger.scalars(self.iteration, last_losses, self.scheduler.get_last_lr()[0])
+            self.logger.tick(self.iteration, last_losses)
+            at_end = self.iteration == total
+            improved = False
+            if (val_freq > 0 and self.iteration % val_freq == 0) or at_end:
+                improved = self.validate()
+            if self.iteration % lg["save_checkpoint_freq"] == 0 or at_end or improved:
+                self._checkpoint(is_best=improved)
+        self.logger.close()
+        return last_losses

@@ -1,0 +1,331 @@
+"""Option files: load YAML (+ ``base:`` files), apply ``--set`` overrides, validate, save.
+
+Every option has its default here, in ``DEFAULTS``, documented next to it. Sections built by a
+registry (``network``, ``method``, ``datasets.*``) are checked against the registered class's
+signature instead: their defaults are the constructor's defaults.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from amcfd.registry import (
+    ARCHS,
+    DATASETS,
+    METHODS,
+    METRICS,
+    ConfigError,
+    check_kwargs,
+    compatible,
+    did_you_mean,
+    type_name,
+)
+
+REQUIRED = object()  # marker: the key has no default and must be given
+
+DEFAULTS: dict[str, Any] = {
+    "name": REQUIRED,            # experiment name: experiments/<name>/, results/<name>/
+    "seed": 0,                   # global seed; rank r uses seed + r for masks and augmentation
+    "device": "auto",            # auto (cuda if available) | cpu | cuda | cuda:N
+    "network": REQUIRED,         # {type: <architecture>, **its kwargs}; see amcfd/archs
+    "method": {"type": "AMSNet"},  # {type: <training scheme>, **its kwargs}; see amcfd/methods
+    "datasets": {},              # named sets: train, val / val_<name>, test / test_<name>
+    "train": {
+        "total_iter": 1000,      # number of optimizer steps
+        "optim": "AdamW",        # Adam | AdamW
+        "lr": 1.0e-4,            # peak learning rate
+        "betas": [0.9, 0.999],   # Adam(W) betas
+        "weight_decay": 0.0,     # Adam(W) weight decay
+        "scheduler": "cosine",   # cosine | multistep | constant
+        "warmup_iter": 0,        # linear warm-up steps (all schedulers)
+        "eta_min": 1.0e-7,       # cosine: final learning rate
+        "milestones": [],        # multistep: iterations where lr is multiplied by gamma
+        "gamma": 0.5,            # multistep: factor
+        "grad_clip": 0.0,        # max gradient norm; 0 = off
+        "ema_decay": 0.0,        # EMA of weights (parameters and buffers); 0 = off, e.g. 0.999
+        "amp": False,            # false | bf16 | fp16: autocast on CUDA (ignored with a warning on CPU)
+    },
+    "val": {
+        "val_freq": 1000,        # validate every N iterations (and at the end); 0 = only at the end
+        "metrics": ["psnr", "ssim"],  # registered metric names, first one tracked for the best checkpoint
+        "better": "higher",      # higher | lower: how the tracked metric improves
+        "tile": 0,               # tiled inference tile size in pixels; 0 = whole image
+        "tile_overlap": 32,      # overlap between tiles (blended seams)
+        "num_visuals": 2,        # noisy/denoised/clean triplets written to TensorBoard per set
+    },
+    "logger": {
+        "print_freq": 100,       # log losses / lr every N iterations
+        "save_checkpoint_freq": 1000,  # checkpoint every N iterations (and at the end)
+        "keep_last": 3,          # checkpoints kept besides best.pth
+        "use_tb_logger": True,   # TensorBoard events in experiments/<name>/tb/
+        "progress_bar": True,    # tqdm bar on rank 0
+    },
+    "test": {
+        "tile": 0,               # tile size for test.py/valid.py; 0 = whole image
+        "tile_overlap": 32,      # overlap between tiles
+        "input": None,           # test.py: file or folder of photos (or --input)
+        "output": None,          # test.py: output folder (or --output); default results/<name>/images
+        "save_img": False,       # valid.py: also write denoised images
+    },
+    "path": {
+        "experiments_root": "experiments",  # where training runs go
+        "results_root": "results",          # where valid.py/test.py write
+        "pretrain_network": None,  # checkpoint to start from (train) or evaluate (valid/test)
+        "strict_load": True,       # strict state_dict loading of pretrain_network
+        "use_ema": True,           # valid/test: use the EMA weights when the checkpoint has them
+    },
+    "dist": {
+        "backend": "auto",       # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    },
+}
+
+# Free-form sections: any key allowed (checked against a registry instead).
+REGISTRY_SECTIONS = {"network": ARCHS, "method": METHODS}
+LOADER_KEYS = {"batch_size": 1, "num_workers": 0, "pin_memory": True, "persistent_workers": True,
+               "prefetch_factor": 2}
+OUTPUT_PATH_KEYS = {"experiments_root", "results_root", "output"}
+CHOICES = {
+    ("train", "optim"): ("Adam", "AdamW"),
+    ("train", "scheduler"): ("cosine", "multistep", "constant"),
+    ("train", "amp"): (False, "bf16", "fp16"),
+    ("val", "better"): ("higher", "lower"),
+}
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"option file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"option file {path}{where} is not valid YAML: "
+                          f"{getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"option file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive merge (new dict). A mapping whose ``type`` changes is replaced, not merged."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and old.get("type") == value.get("type", old.get(
+                "type")):
+            out[key] = merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_with_bases(path: Path, seen: tuple = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"option file {path} includes itself through 'base'")
+    data = _read_yaml(path)
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for b in bases:
+        merged = merge(merged, _load_with_bases(path.parent / b, seen + (path,)))
+    return merge(merged, data)
+
+
+def parse_scalar(text: str) -> Any:
+    """A YAML scalar (no eval): '1e-4' -> 1e-4 (YAML 1.1 would keep it a string), 'true' -> True."""
+    value = yaml.safe_load(text) if text != "" else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(opt: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides; missing keys are created. Setting ``X.type`` to a new
+    registered name resets section X to that type's own defaults."""
+    opt = copy.deepcopy(opt)
+    items = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        items.append((key.strip(), parse_scalar(text)))
+    items.sort(key=lambda kv: not kv[0].endswith(".type"))  # type switches first
+    for key, value in items:
+        parts = key.split(".")
+        node = opt
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        if parts[-1] == "type" and node.get("type") not in (None, value):
+            node.clear()
+        node[parts[-1]] = value
+    return opt
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if default is REQUIRED:
+        return True
+    if default is False and value in ("bf16", "fp16"):  # train.amp: false | bf16 | fp16
+        return True
+    return compatible(default, value)
+
+
+def _fill_defaults(opt: dict, defaults: dict, prefix: str) -> dict:
+    out = {}
+    for key, default in defaults.items():
+        if key in REGISTRY_SECTIONS or key == "datasets" or not isinstance(default, dict):
+            out[key] = copy.deepcopy(opt[key]) if key in opt else default
+        else:
+            out[key] = _fill_defaults(opt.get(key) or {}, default, f"{prefix}{key}.")
+    for key in opt:
+        if key not in defaults:
+            raise ConfigError(f"unknown option '{prefix}{key}'{did_you_mean(key, defaults)}")
+    return out
+
+
+def _check_section(opt: dict, defaults: dict, prefix: str) -> None:
+    for key, default in defaults.items():
+        value = opt.get(key)
+        name = f"{prefix}{key}"
+        if default is REQUIRED:
+            continue
+        if isinstance(default, dict) and key not in REGISTRY_SECTIONS and key != "datasets":
+            if not isinstance(value, dict):
+                raise ConfigError(f"option '{name}' must be a mapping, got {type_name(value)}")
+            _check_section(value, default, name + ".")
+        elif not _compatible(default, value):
+            raise ConfigError(f"option '{name}' must be {type_name(default)}, got {type_name(value)} "
+                              f"({value!r})")
+        choices = CHOICES.get(tuple(name.split(".")))
+        if choices and value not in choices:
+            raise ConfigError(f"option '{name}' must be one of {', '.join(map(str, choices))}, "
+                              f"got {value!r}{did_you_mean(value, map(str, choices))}")
+
+
+def _check_paths(section: Any, prefix: str) -> None:
+    """Keys that name input files or folders (root, *_root, *_path, *_file, *_mat, *_dir, input,
+    pretrain_network) must exist when set."""
+    if not isinstance(section, dict):
+        return
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_paths(value, name + ".")
+            continue
+        is_path = key in ("root", "input", "pretrain_network", "checkpoint") or key.endswith(
+            ("_root", "_path", "_file", "_mat", "_dir", "_checkpoint"))
+        if is_path and key not in OUTPUT_PATH_KEYS and isinstance(value, str) and value:
+            if not Path(value).expanduser().exists():
+                raise ConfigError(f"option '{name}': file or folder does not exist: {value}")
+
+
+def dataset_sets(opt: dict, phase: str) -> dict:
+    """The named dataset entries a phase uses: train -> train + val*; valid/test -> val* + test*."""
+    sets = opt.get("datasets") or {}
+    prefixes = ("train", "val") if phase == "train" else ("val", "test")
+    return {k: v for k, v in sets.items() if k.split("_")[0] in prefixes}
+
+
+def split_loader_keys(cfg: dict) -> tuple[dict, dict]:
+    """Separate DataLoader keys (batch_size, num_workers, ...) from dataset kwargs."""
+    loader = {k: cfg.get(k, d) for k, d in LOADER_KEYS.items()}
+    dataset = {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
+    return dataset, loader
+
+
+def _check_registry_entry(cfg: Any, registry, where: str) -> None:
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ConfigError(f"option '{where}' needs a 'type' key naming a registered {registry.kind}")
+    check_kwargs(registry.get(cfg["type"], where=f"{where}.type"),
+                 {k: v for k, v in cfg.items() if k != "type"}, where)
+
+
+def validate(opt: dict, phase: str = "train") -> dict:
+    """Fill defaults and check a resolved option dict; returns a new dict. phase: train|valid|test."""
+    if not isinstance(opt, dict):
+        raise ConfigError("options must be a mapping")
+    opt = _fill_defaults(opt, DEFAULTS, "")
+    if opt["name"] is REQUIRED or not opt["name"]:
+        raise ConfigError("missing required option 'name'")
+    if not isinstance(opt["name"], str) or any(c in opt["name"] for c in "/\\"):
+        raise ConfigError(f"option 'name' must be a plain folder name, got {opt['name']!r}")
+    _check_section(opt, DEFAULTS, "")
+    if opt["network"] is REQUIRED:
+        if phase == "train" or not opt["path"]["pretrain_network"]:
+            raise ConfigError("missing required option 'network' ({type: <architecture>, ...})")
+        opt["network"] = None  # valid/test: taken from the checkpoint
+    else:
+        _check_registry_entry(opt["network"], ARCHS, "network")
+    _check_registry_entry(opt["method"], METHODS, "method")
+    if not isinstance(opt["datasets"], dict):
+        raise ConfigError("option 'datasets' must be a mapping of named sets")
+    for key, cfg in opt["datasets"].items():
+        if key.split("_")[0] not in ("train", "val", "test"):
+            raise ConfigError(f"unknown dataset entry 'datasets.{key}' (names start with train, val or test)")
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"option 'datasets.{key}' must be a mapping with a 'type'")
+        dataset_cfg, loader = split_loader_keys(cfg)
+        for lk, lv in loader.items():
+            if not _compatible(LOADER_KEYS[lk], lv):
+                raise ConfigError(f"option 'datasets.{key}.{lk}' must be {type_name(LOADER_KEYS[lk])}, "
+                                  f"got {type_name(lv)} ({lv!r})")
+        _check_registry_entry(dataset_cfg, DATASETS, f"datasets.{key}")
+    if phase == "train" and "train" not in opt["datasets"]:
+        raise ConfigError("missing required option 'datasets.train'")
+    for name in opt["val"]["metrics"]:
+        METRICS.get(name, where="val.metrics")
+    for key, cfg in dataset_sets(opt, phase).items():
+        _check_paths(cfg, f"datasets.{key}.")
+    _check_paths(opt["path"], "path.")
+    if phase == "test":
+        _check_paths({"input": opt["test"]["input"]}, "test.")
+    return opt
+
+
+def load_options(path: str | os.PathLike, overrides: Iterable[str] = (), phase: str | None = None) -> dict:
+    """Read an option file with its bases and overrides; validate when ``phase`` is given."""
+    opt = apply_overrides(_load_with_bases(Path(path)), overrides)
+    return validate(opt, phase) if phase else opt
+
+
+# ----------------------------------------------------------------------------- saving
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_options(opt: dict, folder: Path) -> None:
+    """Write the resolved options plus command line, version and git commit into ``folder``."""
+    from amcfd import __version__
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "options.yml", "w") as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    meta = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "version": __version__,
+            "git_commit": git_commit(), "python": sys.version.split()[0]}
+    try:
+        import torch
+        meta["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    with open(folder / "run.yml", "w") as f:
+        yaml.safe_dump(meta, f, sort_keys=False)
