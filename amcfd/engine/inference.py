@@ -10,7 +10,7 @@ from torch import nn
 
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import load_checkpoint
-from amcfd.registry import ARCHS, DATASETS, METHODS, METRICS, ConfigError
+from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM (skimage)", "ssim_matlab": "SSIM (MATLAB)"}
 
