@@ -64,11 +64,10 @@ def _check_complete(data: bytes, path: Path) -> None:
             raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
 
 
-def read_image(path: PathLike) -> tuple[np.ndarray, dict]:
-    """Read an image as float32 HxWxC RGB in [0, 1] plus ``info``.
+def read_image_raw(path: PathLike) -> tuple[np.ndarray, dict]:
+    """Read an image as stored: uint8 or uint16 HxWxC RGB (C = 1 or 3), plus ``info``.
 
-    ``info``: ``bit_depth`` (8 or 16), ``channels`` (channel count in the file: 1, 3 or 4),
-    ``alpha`` (HxW float32 in [0, 1] or None), ``path``.
+    Compact (for caches and cropping before conversion); ``raw_to_float`` makes it [0, 1].
     Raises ImageReadError naming the file when it cannot be read.
     """
     path = Path(path)
@@ -82,29 +81,47 @@ def read_image(path: PathLike) -> tuple[np.ndarray, dict]:
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
-    if raw.dtype == np.uint8:
-        bit_depth, scale = 8, 255.0
-    elif raw.dtype == np.uint16:
-        bit_depth, scale = 16, 65535.0
-    else:
+    if raw.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f"{path}: unsupported sample type {raw.dtype} (expected 8- or 16-bit)")
+    bit_depth = 8 if raw.dtype == np.uint8 else 16
     if raw.ndim == 2:
         raw = raw[:, :, None]                                   # (H, W, 1)
     channels = raw.shape[2]
     alpha = None
     if channels == 4:
-        alpha = raw[:, :, 3].astype(np.float32) / scale
+        alpha = raw[:, :, 3] / np.float32(_peak(bit_depth))
         raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB)             # (H, W, 3)
     elif channels == 3:
         raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
     elif channels != 1:
         raise ImageReadError(f"{path}: unsupported channel count {channels} (expected 1, 3 or 4)")
-    img = raw.astype(np.float32) / scale
-    return img, {"bit_depth": bit_depth, "channels": channels, "alpha": alpha, "path": str(path)}
+    return raw, {"bit_depth": bit_depth, "channels": channels, "alpha": alpha, "path": str(path)}
+
+
+def _peak(bit_depth: int) -> int:
+    return 255 if bit_depth == 8 else 65535
+
+
+def raw_to_float(raw: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 array -> float32 in [0, 1] (divided by 255 / 65535)."""
+    if raw.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"raw_to_float: expected uint8 or uint16, got {raw.dtype}")
+    return raw.astype(np.float32) / np.float32(_peak(8 if raw.dtype == np.uint8 else 16))
+
+
+def read_image(path: PathLike) -> tuple[np.ndarray, dict]:
+    """Read an image as float32 HxWxC RGB in [0, 1] plus ``info``.
+
+    ``info``: ``bit_depth`` (8 or 16), ``channels`` (channel count in the file: 1, 3 or 4),
+    ``alpha`` (HxW float32 in [0, 1] or None), ``path``.
+    Raises ImageReadError naming the file when it cannot be read.
+    """
+    raw, info = read_image_raw(path)
+    return raw_to_float(raw), info
 
 
 def _quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
-    peak = 255 if bit_depth == 8 else 65535
+    peak = _peak(bit_depth)
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     return np.clip(np.rint(arr.astype(np.float64) * peak), 0, peak).astype(dtype)
 

@@ -1,0 +1,97 @@
+"""Shared steps of the datasets: load (optionally cached), random crop, dihedral augmentation.
+
+Randomness comes only from torch's global RNG, which the DataLoader seeds differently in every
+worker (and the engine seeds per run), never from Python's ``random`` or NumPy's global state.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from amcfd.data.imageio import raw_to_float, read_image_raw, to_tensor
+from amcfd.ops.augment import augment as dihedral_transform
+from amcfd.ops.augment import random_mode
+from amcfd.registry import ConfigError
+
+
+def check_crop_size(crop_size, where: str) -> int | None:
+    """None (whole images) or a positive int; ConfigError otherwise."""
+    if crop_size is None:
+        return None
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size <= 0:
+        raise ConfigError(f"option '{where}.crop_size' must be a positive integer or null, got {crop_size!r}")
+    return crop_size
+
+
+def check_positive_int(value, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"option '{where}.{name}' must be a positive integer, got {value!r}")
+    return value
+
+
+def random_crop_box(height: int, width: int, crop_size: int, source: str) -> tuple[int, int]:
+    """Top-left corner of a uniformly drawn crop_size x crop_size window (torch RNG)."""
+    if height < crop_size or width < crop_size:
+        raise ValueError(f"{source}: image of {height}x{width} is smaller than crop_size {crop_size} "
+                         f"(lower crop_size or remove the image)")
+    top = int(torch.randint(height - crop_size + 1, (1,)))
+    left = int(torch.randint(width - crop_size + 1, (1,)))
+    return top, left
+
+
+def make_item(arrays: dict[str, np.ndarray], name: str, crop_size: int | None, augment: bool,
+              source: str) -> dict:
+    """uint8/uint16 HxWxC arrays (same size) -> {key: (C, H, W) float tensor in [0, 1], 'name': name}.
+
+    All arrays get the same crop and the same dihedral transform. ``source`` names the files in
+    errors.
+    """
+    shapes = {key: arr.shape[:2] for key, arr in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{source}: image sizes differ: " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in
+                                                                         shapes.items()))
+    if crop_size is not None:
+        height, width = next(iter(shapes.values()))
+        top, left = random_crop_box(height, width, crop_size, source)
+        arrays = {k: a[top:top + crop_size, left:left + crop_size] for k, a in arrays.items()}
+    item = {key: to_tensor(raw_to_float(arr) if arr.dtype != np.float32 else arr)
+            for key, arr in arrays.items()}                      # (C, h, w) each
+    if augment:
+        mode = random_mode()
+        item = {k: dihedral_transform(t, mode).contiguous() for k, t in item.items()}
+    item["name"] = name
+    return item
+
+
+def read_raw_pixels(path: Path) -> np.ndarray:
+    return read_image_raw(path)[0]
+
+
+class RawImageStore:
+    """Reads images as stored (uint8/uint16 RGB); with ``cache`` all are decoded once, up front.
+
+    Caching happens in the constructor (threads; OpenCV decodes outside the GIL), so DataLoader
+    workers forked afterwards share the decoded arrays instead of decoding them again each.
+    Memory: H*W*C bytes per 8-bit image (twice that for 16-bit).
+    """
+
+    def __init__(self, paths: Sequence[Path], cache: bool = False,
+                 reader: Callable[[Path], np.ndarray] | None = None):
+        self.paths = list(paths)
+        self._read = reader or read_raw_pixels                  # module-level: picklable for workers
+        self._cache: list[np.ndarray] | None = None
+        if cache:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                self._cache = list(pool.map(self._read, self.paths))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[index]
+        return self._read(self.paths[index])
