@@ -1,0 +1,244 @@
+"""AMSNet: the asymmetric mask scheme (Liao et al., ECCV 2024), the teacher of AM-CFD.
+
+Training (AMSNet-B, Eq. 4): P_s (s = 5) -> one branch with a random mask, hidden pixels zero-filled
+-> any denoiser D_E -> L1 on the hidden pixels only. The hidden pixel's own value never enters the
+network, so D_E needs no blind spot.
+Inference (Eq. 7-8): P_s (s = 2) -> all k branches with complementary masks in one batched forward
+-> each branch's output kept on its hidden pixels and summed -> P_s^-1.
+AMSNet-P (Eq. 9-10): fine-tune with L_t = lambda * L_p(I_DN) + ||I_DN - I_N||_1 on the full
+multi-branch output. "-E": R^3 refinement at stride 1 with fresh masks (ops/refine.py).
+
+The pipeline pieces are module functions taking optional masks, so the authors' stored random
+draws can be injected (tests/test_amsnet_golden.py); masks are random only when not given.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from amcfd.losses.basic import l1, masked_l1, smoothness_tv
+from amcfd.methods.base import Method
+from amcfd.ops.masks import MASK_MODES, check_masks, complementary_masks
+from amcfd.ops.pd import PAD_MODES, pd_down, pd_up
+from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks, run_in_chunks
+from amcfd.registry import METHODS, ConfigError
+
+
+def mask_inputs(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """M_i ⊙ I_s for every branch: (N, C, h, w) x (k, N, 1|C, h, w) -> (k, N, C, h, w), hidden = 0."""
+    return x.unsqueeze(0) * masks.to(x.dtype)
+
+
+def assemble_branches(outputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: sum_i M~_i ⊙ O_i, i.e. each position taken from the branch that hid it.
+
+    ``outputs``: (k, N, C, h, w); ``masks``: keep-masks (k, N, 1|C, h, w) -> (N, C, h, w).
+    Positions are selected (not multiplied), so complementary masks give exact copies.
+    """
+    result = torch.zeros_like(outputs[0])
+    for i in range(outputs.shape[0]):
+        result = torch.where(~masks[i], outputs[i], result)
+    return result
+
+
+def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None,
+                       num_masks: int = 2, mask_mode: str = "pixel",
+                       mask_ratio: float | Sequence[float] | None = None, chunk_size: int = 0,
+                       batched: bool = True, return_branches: bool = False):
+    """D_M (Eq. 6-7) on images or sub-images x (N, C, h, w) -> (N, C, h, w).
+
+    All k branches share ``net``; with ``batched`` they run as one (k*N)-image forward (in chunks of
+    at most ``chunk_size`` images, 0 = no limit), else one forward per branch (the authors' loop).
+    ``masks``: optional keep-masks (k, N, 1|C, h, w); drawn fresh when None.
+    ``return_branches``: also return the raw branch outputs (k, N, C, h, w).
+    """
+    if masks is None:
+        masks = complementary_masks(x, num_masks, mask_mode, mask_ratio)
+    masks = check_masks(masks, x)
+    k, n = masks.shape[:2]
+    inputs = mask_inputs(x, masks)                                        # (k, N, C, h, w)
+    if batched:
+        flat = run_in_chunks(net, inputs.reshape(k * n, *x.shape[1:]), chunk_size)
+        outputs = flat.reshape(k, n, *flat.shape[1:])                     # (k, N, C', h, w)
+    else:
+        outputs = torch.stack([run_in_chunks(net, inputs[i], chunk_size) for i in range(k)])
+    result = assemble_branches(outputs, masks)
+    return (result, outputs) if return_branches else result
+
+
+def amsnet_denoise(net: nn.Module, noisy: torch.Tensor, stride: int = 2,
+                   masks: torch.Tensor | None = None, pad_mode: str = "reflect", **mask_options):
+    """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8), (B, C, H, W) -> (B, C, H, W).
+
+    Sizes not divisible by ``stride`` are padded (``pad_mode``) and cropped back. ``masks``:
+    optional keep-masks for the sub-images (k, B*s*s, 1|C, H/s, W/s). ``mask_options`` go to
+    ``multi_mask_denoise`` (num_masks, mask_mode, mask_ratio, chunk_size, batched).
+    """
+    sub = pd_down(noisy, stride, pad_mode=pad_mode) if stride > 1 else noisy  # (B*s*s, C, H/s, W/s)
+    out = multi_mask_denoise(net, sub, masks, **mask_options)
+    return pd_up(out, stride, size=noisy.shape[-2:]) if stride > 1 else out
+
+
+def crop_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Drop the bottom/right remainder so H, W are multiples of ``stride`` (training crops).
+
+    Training crops are cut rather than padded: a mirrored copy of a hidden pixel could be
+    visible in another sub-image and leak the target into the input.
+    """
+    h, w = x.shape[-2:]
+    if h < stride or w < stride:
+        raise ValueError(f"AMSNet training crop {h}x{w} is smaller than the PD stride {stride}")
+    return x[..., :h - h % stride, :w - w % stride]
+
+
+def single_mask_loss(net: nn.Module, noisy: torch.Tensor, stride: int = 5,
+                     masks: torch.Tensor | None = None, branch: int = 0, num_masks: int = 2,
+                     mask_mode: str = "pixel", mask_ratio: float | Sequence[float] | None = None,
+                     return_output: bool = False):
+    """L_m (Eq. 4) of one training step: P_s, branch ``branch`` only, L1 on its hidden pixels.
+
+    ``masks``: optional keep-masks (k, B*s*s, 1|C, H/s, W/s) (all k are drawn, as the authors do;
+    only ``masks[branch]`` is used). ``return_output``: also return the branch output and masks.
+    """
+    noisy = crop_to_multiple(noisy, stride)
+    sub = pd_down(noisy, stride) if stride > 1 else noisy                # (B*s*s, C, H/s, W/s)
+    if masks is None:
+        masks = complementary_masks(sub, num_masks, mask_mode, mask_ratio)
+    masks = check_masks(masks, sub)
+    keep = masks[branch]                                                  # (B*s*s, 1|C, h, w)
+    out = net(sub * keep.to(sub.dtype))
+    loss = masked_l1(out, sub, ~keep)
+    return (loss, out, masks) if return_output else loss
+
+
+def amsnet_r3(net: nn.Module, denoised: torch.Tensor, noisy: torch.Tensor, copies: int = 8,
+              ratio: float = 0.16, mode: str = "pixel", replace_masks: torch.Tensor | None = None,
+              net_masks: torch.Tensor | None = None, num_masks: int = 2, mask_mode: str = "pixel",
+              mask_ratio: float | Sequence[float] | None = None, chunk_size: int = 0,
+              batched: bool = True) -> torch.Tensor:
+    """AMSNet's R^3: T copies with replaced pixels, the multi-mask pipeline at stride 1, mean.
+
+    Random draws in the authors' order: replacement masks (one per copy), then one set of branch
+    masks for all T*B copies. ``replace_masks`` (T, B|-, 1|C, H, W) and ``net_masks``
+    (k, T*B, 1|C, H, W) can be given. ``batched``: all copies and branches in forwards of up to
+    ``chunk_size`` images; else one copy and one branch per forward.
+    """
+    b, c, h, w = noisy.shape
+    if replace_masks is None:
+        replace_masks = replacement_masks(noisy.shape, copies, ratio, mode, device=noisy.device)
+    copies = replace_masks.shape[0]
+    if net_masks is None:
+        net_masks = complementary_masks((copies * b, c, h, w), num_masks, mask_mode, mask_ratio,
+                                        device=noisy.device)
+    done = 0
+
+    def denoise_copies(x: torch.Tensor) -> torch.Tensor:  # chunks arrive in order: slice their masks
+        nonlocal done
+        part = net_masks[:, done:done + x.shape[0]]
+        done += x.shape[0]
+        return multi_mask_denoise(net, x, part, chunk_size=chunk_size, batched=batched)
+
+    k = net_masks.shape[0]
+    per_call = (max(1, chunk_size // k) if chunk_size else None) if batched else b
+    return random_replacement_refine(denoised, noisy, denoise_copies, replace_masks=replace_masks,
+                                     chunk=per_call)
+
+
+def _require(ok: bool, option: str, value, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"option 'method.{option}' must be {expected}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@METHODS.register()
+class AMSNet(Method):
+    """Asymmetric mask scheme around any denoiser ``net`` (paper defaults).
+
+    Options (defaults follow the paper; where the authors' code differs it is noted):
+      pd_train: PD stride for training (5).          pd_test: PD stride for inference (2).
+      num_masks: k complementary masks/branches (2). train_branch: the branch trained (0).
+      mask_mode: 'pixel' (index shared across RGB, authors) | 'element' | 'checkerboard'.
+      mask_ratio: None (1/k each) | float (hidden share of the training branch) | list of k.
+      finetune_smooth: AMSNet-P, loss Eq. 10 instead of Eq. 4 (False).
+      smooth_weight: lambda of Eq. 10 (0.01, the method section; the ablation prefers 0.1).
+      pd_finetune: PD stride of the fine-tuning pipeline (None = pd_train, which keeps the noise
+        decorrelated; the authors ship no fine-tuning code).
+      smooth_eps: eps inside the TV square root (1e-6), see losses.basic.smoothness_tv.
+      r3: apply R^3 at inference, the "-E" variants (False; the authors' restormer config uses 0).
+      r3_copies: T (8).  r3_ratio: p (0.16).  r3_mode: 'pixel' (AMSNet code) | 'element' (AP-BSN).
+      chunk_size: at most this many images per network forward, 0 = no limit (memory bound).
+      batched: run branches and R^3 copies in batched forwards (True) or one per forward.
+      pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
+    """
+
+    def __init__(self, net: nn.Module, pd_train: int = 5, pd_test: int = 2, num_masks: int = 2,
+                 train_branch: int = 0, mask_mode: str = "pixel", mask_ratio=None,
+                 finetune_smooth: bool = False, smooth_weight: float = 0.01, pd_finetune=None,
+                 smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
+                 r3_mode: str = "pixel", chunk_size: int = 0, batched: bool = True,
+                 pad_mode: str = "reflect"):
+        super().__init__(net)
+        for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):
+            _require(_is_int(value) and value >= 1, name, value, "an int >= 1")
+        _require(pd_finetune is None or (_is_int(pd_finetune) and pd_finetune >= 1), "pd_finetune",
+                 pd_finetune, "null or an int >= 1")
+        _require(_is_int(num_masks) and num_masks >= 2, "num_masks", num_masks, "an int >= 2")
+        _require(_is_int(train_branch) and 0 <= train_branch < num_masks, "train_branch", train_branch,
+                 f"an int in [0, {num_masks})")
+        _require(mask_mode in MASK_MODES, "mask_mode", mask_mode, f"one of {MASK_MODES}")
+        _require(r3_mode in REPLACE_MODES, "r3_mode", r3_mode, f"one of {REPLACE_MODES}")
+        _require(pad_mode in PAD_MODES, "pad_mode", pad_mode, f"one of {PAD_MODES}")
+        _require(isinstance(r3, bool), "r3", r3, "true or false")
+        _require(0.0 <= r3_ratio <= 1.0, "r3_ratio", r3_ratio, "in [0, 1]")
+        _require(smooth_weight >= 0, "smooth_weight", smooth_weight, ">= 0")
+        _require(smooth_eps > 0, "smooth_eps", smooth_eps, "> 0")
+        _require(_is_int(chunk_size) and chunk_size >= 0, "chunk_size", chunk_size, "an int >= 0")
+        try:
+            complementary_masks((1, 1, 2, 2), num_masks, mask_mode, mask_ratio)
+        except ValueError as err:
+            raise ConfigError(f"option 'method.mask_ratio': {err}") from None
+        self.pd_train, self.pd_test, self.num_masks = pd_train, pd_test, num_masks
+        self.train_branch, self.mask_mode, self.mask_ratio = train_branch, mask_mode, mask_ratio
+        self.finetune_smooth, self.smooth_weight, self.smooth_eps = finetune_smooth, smooth_weight, smooth_eps
+        self.pd_finetune = pd_train if pd_finetune is None else pd_finetune
+        self.r3, self.r3_copies, self.r3_ratio, self.r3_mode = r3, r3_copies, r3_ratio, r3_mode
+        self.chunk_size, self.batched, self.pad_mode = chunk_size, batched, pad_mode
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _mask_options(self) -> dict:
+        return dict(num_masks=self.num_masks, mask_mode=self.mask_mode, mask_ratio=self.mask_ratio,
+                    chunk_size=self.chunk_size, batched=self.batched)
+
+    def multi_mask(self, noisy: torch.Tensor, stride: int | None = None,
+                   masks: torch.Tensor | None = None) -> torch.Tensor:
+        """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8) without R^3; keeps the graph (used by AMSNet-P)."""
+        stride = self.pd_test if stride is None else stride
+        return amsnet_denoise(self.net, noisy, stride, masks, self.pad_mode, **self._mask_options())
+
+    def refine(self, denoised: torch.Tensor, noisy: torch.Tensor, replace_masks=None,
+               net_masks=None) -> torch.Tensor:
+        """R^3 at stride 1 with this method's mask and batching options."""
+        return amsnet_r3(self.net, denoised, noisy, self.r3_copies, self.r3_ratio, self.r3_mode,
+                         replace_masks, net_masks, **self._mask_options())
+
+    # -- Method contract ------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict:
+        noisy = batch["noisy"]
+        if not self.finetune_smooth:
+            loss = single_mask_loss(self.net, noisy, self.pd_train, branch=self.train_branch,
+                                    num_masks=self.num_masks, mask_mode=self.mask_mode,
+                                    mask_ratio=self.mask_ratio)
+            return {"l_mask": loss}
+        denoised = self.multi_mask(noisy, self.pd_finetune)                 # I_DN with gradient
+        return {"l_l1": l1(denoised, noisy),
+                "l_smooth": self.smooth_weight * smoothness_tv(denoised, self.smooth_eps)}
+
+    @torch.no_grad()
+    def denoise(self, noisy: torch.Tensor) -> torch.Tensor:
+        denoised = self.multi_mask(noisy)
+        return self.refine(denoised, noisy) if self.r3 else denoised
