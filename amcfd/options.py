@@ -270,7 +270,11 @@ def validate(opt: dict, phase: str = "train") -> dict:
             raise ConfigError("missing required option 'network' ({type: <architecture>, ...})")
         opt["network"] = None  # valid/test: taken from the checkpoint
     else:
-        _check_registry_entry(opt["network"], ARCHS, "network")
+        from amcfd.archs import resolve_preset  # network: {type, preset: NAME, **overrides}
+
+        if not isinstance(opt["network"], dict) or "type" not in opt["network"]:
+            raise ConfigError("option 'network' needs a 'type' key naming a registered architecture")
+        _check_registry_entry(resolve_preset(opt["network"]), ARCHS, "network")
     _check_registry_entry(opt["method"], METHODS, "method")
     if not isinstance(opt["datasets"], dict):
         raise ConfigError("option 'datasets' must be a mapping of named sets")
@@ -324,7 +328,7 @@ def save_options(opt: dict, folder: Path) -> None:
             "git_commit": git_commit(), "python": sys.version.split()[0]}
     try:
         import torch
-        meta["torch"] = torch.__version__
+        meta["torch"] = str(torch.__version__)
     except ImportError:  # pragma: no cover
         pass
     with open(folder / "run.yml", "w") as f:

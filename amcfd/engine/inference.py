@@ -12,8 +12,6 @@ from amcfd.engine import dist
 from amcfd.engine.checkpoint import load_checkpoint
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM (skimage)", "ssim_matlab": "SSIM (MATLAB)"}
-
 
 def select_device(name: str) -> torch.device:
     if name == "auto":
@@ -155,7 +153,9 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
 
 def format_table(results: dict[str, dict], metrics: list[str]) -> str:
     """Markdown table: one row per set."""
-    head = ["set", "n"] + [METRIC_LABELS.get(m, m) for m in metrics] + ["ms / image"]
+    from amcfd.metrics import metric_label
+
+    head = ["set", "n"] + [metric_label(m) for m in metrics] + ["ms / image"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         cells = [name, str(r["n"])]

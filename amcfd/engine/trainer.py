@@ -211,6 +211,12 @@ class Trainer:
         return improved
 
     # ------------------------------------------------------------------ the loop
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics drift apart after the last forward)."""
+        if self.world > 1:
+            for buf in self.net.buffers():
+                torch.distributed.broadcast(buf, 0)
+
     def _step(self, batch: dict) -> dict:
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -221,7 +227,7 @@ class Trainer:
         if self.world > 1:
             finite = dist.all_reduce_sum(finite) / self.world
         if float(finite) < 1:
-            values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             last = latest_checkpoint(self.ckpt_dir)
             raise TrainingError(f"non-finite loss at iteration {self.iteration + 1} ({values}); stopped. "
                                 f"Last good checkpoint: {last or 'none yet'}")
@@ -233,6 +239,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        self._sync_buffers()
         if self.ema is not None:
             self.ema.update(self.net)
         return {**losses, "l_total": total}

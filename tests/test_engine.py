@@ -1,0 +1,157 @@
+"""The training engine: resume equivalence, checkpoints, NaN stop, archiving, DDP, tiled inference."""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from amcfd.engine.checkpoint import iteration_checkpoints, load_checkpoint
+from amcfd.engine.inference import tiled_denoise
+from amcfd.engine.trainer import Trainer, TrainingError, lr_factor
+from amcfd.options import validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_options(root: Path, **train) -> dict:
+    """A few-second AMSNet run: tiny DnCNN on tiny synthetic crops."""
+    opt = {
+        "name": "tiny",
+        "seed": 3,
+        "device": "cpu",
+        "network": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3},
+        "method": {"type": "AMSNet", "pd_train": 2, "pd_test": 2},
+        "datasets": {
+            "train": {"type": "SyntheticCameraNoise", "images": ["astronaut", "coffee"], "scale": 0.25,
+                      "crop_size": 24, "augment": True, "repeat": 3, "batch_size": 2, "num_workers": 0},
+            "val": {"type": "SyntheticCameraNoise", "images": ["chelsea"], "with_clean": True, "scale": 0.25,
+                    "center_crop": 40, "seed": 9},
+        },
+        "train": {"total_iter": 6, "lr": 1e-3, "warmup_iter": 2, "ema_decay": 0.9, **train},
+        "val": {"val_freq": 3},
+        "logger": {"print_freq": 2, "save_checkpoint_freq": 2, "keep_last": 2, "use_tb_logger": False,
+                   "progress_bar": False},
+        "path": {"experiments_root": str(root)},
+    }
+    return validate(opt, "train")
+
+
+def test_resumed_run_ends_bitwise_identical(tmp_path):
+    straight = Trainer(tiny_options(tmp_path / "a"))
+    straight.train()
+
+    first = Trainer(tiny_options(tmp_path / "b"))
+    first.train(stop_at=3)  # "crash" after iteration 3 (a checkpoint exists at 2)
+    assert [it for it, _ in iteration_checkpoints(first.ckpt_dir)][-1] == 3  # best-improved save at 3
+    resumed = Trainer(tiny_options(tmp_path / "b"), auto_resume=True)
+    assert resumed.iteration == 3
+    resumed.train()
+
+    for key, value in straight.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[key]), key
+    for key, value in straight.ema.state_dict().items():
+        assert torch.equal(value, resumed.ema.state_dict()[key]), key
+    assert straight.scheduler.get_last_lr() == resumed.scheduler.get_last_lr()
+
+
+def test_checkpoint_holds_everything_and_keeps_last_n_plus_best(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path))
+    trainer.train()
+    kept = [it for it, _ in iteration_checkpoints(trainer.ckpt_dir)]
+    assert kept == [4, 6]
+    assert (trainer.ckpt_dir / "best.pth").exists()
+    ckpt = load_checkpoint(trainer.ckpt_dir / "iter_00000006.pth")
+    for key in ("network", "network_ema", "optimizer", "scheduler", "scaler", "rng", "iteration", "best", "opt"):
+        assert key in ckpt, key
+    assert set(ckpt["rng"][0]) >= {"python", "numpy", "torch"}
+    assert ckpt["iteration"] == 6 and ckpt["opt"]["network"]["type"] == "DnCNN"
+    assert not list(trainer.ckpt_dir.glob(".*tmp*"))  # atomic writes leave no temp files
+    saved = yaml.safe_load((trainer.exp_dir / "options.yml").read_text())
+    assert saved["train"]["total_iter"] == 6
+    assert "git_commit" in yaml.safe_load((trainer.exp_dir / "run.yml").read_text())
+
+
+def test_non_finite_loss_stops_naming_iteration_and_keeps_checkpoint(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path))
+    trainer.train(stop_at=2)
+    good = trainer.ckpt_dir / "iter_00000002.pth"
+    before = good.read_bytes()
+    with torch.no_grad():
+        next(trainer.net.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="iteration 3"):
+        trainer.train()
+    assert good.read_bytes() == before
+
+
+def test_existing_experiment_folder_is_archived_not_overwritten(tmp_path):
+    Trainer(tiny_options(tmp_path)).train(stop_at=2)
+    Trainer(tiny_options(tmp_path))
+    archived = [p for p in tmp_path.iterdir() if p.name.startswith("tiny_archived_")]
+    assert len(archived) == 1 and (archived[0] / "models" / "iter_00000002.pth").exists()
+
+
+def test_lr_schedules():
+    t = {"total_iter": 100, "lr": 1.0, "eta_min": 0.0, "warmup_iter": 10, "scheduler": "cosine",
+         "milestones": [50, 80], "gamma": 0.5}
+    assert lr_factor(0, t) == pytest.approx(0.1)
+    assert lr_factor(10, t) == pytest.approx(1.0)
+    assert lr_factor(55, t) == pytest.approx(0.5)
+    assert lr_factor(100, t) == pytest.approx(0.0, abs=1e-12)
+    t["scheduler"] = "multistep"
+    assert [lr_factor(i, t) for i in (20, 50, 80)] == [1.0, 0.5, 0.25]
+
+
+def test_tiled_inference_matches_whole_image_for_pointwise_fn():
+    x = torch.rand(1, 3, 70, 53)
+    fn = lambda t: t * 2 + 1  # noqa: E731 - position-independent: tiles must blend back exactly
+    assert torch.allclose(tiled_denoise(fn, x, tile=32, overlap=8), fn(x), atol=1e-6)
+    seen = []
+    tiled_denoise(lambda t: seen.append(t.shape) or t, x, tile=32, overlap=8)
+    assert all(s[-2] <= 32 and s[-1] <= 32 for s in seen) and len(seen) > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DDP_WORKER = """
+import os, sys, torch, yaml
+sys.path.insert(0, {repo!r})
+from amcfd.engine.trainer import Trainer
+from amcfd.options import validate
+opt = validate(yaml.safe_load(open({opt!r})), "train")
+trainer = Trainer(opt, launcher="pytorch")
+trainer.train()
+torch.save(trainer.net.state_dict(), os.path.join({out!r}, f"rank{{os.environ['RANK']}}.pt"))
+"""
+
+
+def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
+    opt = tiny_options(tmp_path / "exp")
+    opt["val"]["val_freq"] = 0
+    (tmp_path / "opt.yml").write_text(yaml.safe_dump(opt))
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER.format(repo=str(REPO), opt=str(tmp_path / "opt.yml"), out=str(tmp_path)))
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+    w0, w1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    init = Trainer(copy.deepcopy(tiny_options(tmp_path / "fresh"))).net.state_dict()
+    assert any(not torch.equal(init[k], w0[k]) for k in w0)  # it did train
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), key
