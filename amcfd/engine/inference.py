@@ -100,6 +100,10 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
         if not saved.get("network"):
             raise ConfigError(f"checkpoint {path} does not record its network: set option 'network'")
         opt["network"] = saved["network"]
+    if saved.get("method", {}).get("type") == opt["method"]["type"]:  # test-time keys override training's
+        from amcfd.options import merge
+
+        opt["method"] = merge(saved["method"], opt["method"])
     net = build_network(opt["network"])
     load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"])
     method = build_method(opt, net).to(device).eval()

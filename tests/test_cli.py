@@ -1,0 +1,85 @@
+"""End to end through the command line: train.py -> valid.py -> test.py on a user's photo folder."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny AMSNet trained through train.py (in a temporary working folder)."""
+    work = tmp_path_factory.mktemp("cli")
+    opt = {
+        "name": "cli", "device": "cpu",
+        "network": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3},
+        "method": {"type": "AMSNet", "pd_train": 2},
+        "datasets": {"train": {"type": "SyntheticCameraNoise", "images": ["astronaut"], "scale": 0.25,
+                               "crop_size": 32, "repeat": 4, "batch_size": 2}},
+        "train": {"total_iter": 4},
+        "logger": {"print_freq": 2, "save_checkpoint_freq": 4, "progress_bar": False},
+    }
+    (work / "train.yml").write_text(yaml.safe_dump(opt))
+    result = run("train.py", "-opt", "train.yml", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert (work / "experiments/cli/models/iter_00000004.pth").exists()
+    assert (work / "experiments/cli/train.log").read_text().count("iter 4") == 1
+    assert list((work / "experiments/cli/tb").glob("events.*"))
+    test_opt = {"name": "cli", "path": {"pretrain_network": "experiments/cli/models/iter_00000004.pth"},
+                "datasets": {"val_synth": {"type": "SyntheticCameraNoise", "images": ["chelsea"],
+                                           "with_clean": True, "scale": 0.25}},
+                "test": {"tile": 48, "tile_overlap": 8}}
+    (work / "test.yml").write_text(yaml.safe_dump(test_opt))
+    return work
+
+
+def test_valid_writes_metrics_table_and_json(trained):
+    result = run("valid.py", "-opt", "test.yml", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert "SSIM (skimage)" in result.stdout and "SSIM (MATLAB)" in result.stdout
+    metrics = json.loads((trained / "results/cli/metrics.json").read_text())["val_synth"]
+    assert metrics["n"] == 1 and 0 < metrics["psnr"] < 100
+    assert 0 < metrics["ssim_skimage"] <= 1 and 0 < metrics["ssim_matlab"] <= 1 and metrics["sec_per_image"] > 0
+
+
+def test_test_denoises_a_folder_keeping_bit_depth_and_channels(trained):
+    photos = trained / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(photos / "rgb8.png"), rng.integers(0, 256, (37, 61, 3), dtype=np.uint8))
+    cv2.imwrite(str(photos / "rgb16.png"), rng.integers(0, 65536, (50, 41, 3), dtype=np.uint16))
+    cv2.imwrite(str(photos / "gray.png"), rng.integers(0, 256, (33, 30), dtype=np.uint8))
+    cv2.imwrite(str(photos / "rgba.png"), rng.integers(0, 256, (40, 40, 4), dtype=np.uint8))
+    cv2.imwrite(str(photos / "photo.jpg"), rng.integers(0, 256, (100, 90, 3), dtype=np.uint8))
+    (photos / "broken.png").write_bytes(b"\x89PNG not really")
+    result = run("test.py", "-opt", "test.yml", "--input", "photos", "--output", "out", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert "broken.png" in result.stderr  # skipped with a warning naming it
+    out = trained / "out"
+    expect = {"rgb8.png": ((37, 61, 3), np.uint8), "rgb16.png": ((50, 41, 3), np.uint16),
+              "gray.png": ((33, 30), np.uint8), "rgba.png": ((40, 40, 4), np.uint8),
+              "photo.png": ((100, 90, 3), np.uint8)}
+    for name, (shape, dtype) in expect.items():
+        img = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert img is not None and img.shape == shape and img.dtype == dtype, name
+    alpha_in = cv2.imread(str(photos / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert np.array_equal(cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], alpha_in)
+
+
+def test_test_with_missing_input_is_a_one_line_error(trained):
+    result = run("test.py", "-opt", "test.yml", "--input", "nowhere", cwd=trained)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nowhere" in result.stderr.strip().splitlines()[-1]
