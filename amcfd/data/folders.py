@@ -37,10 +37,11 @@ def _find_images(folder: Path, where: str, recursive: bool) -> list[Path]:
 
 @DATASETS.register()
 class PairedFolder(Dataset):
-    """``root/noisy_dir/NAME`` with ``root/clean_dir/NAME`` (same file stem, any image format).
+    """``root/noisy/NAME`` with ``root/clean/NAME`` (same file stem, any image format).
 
     Args:
         root: folder holding the two sub-folders.
+        noisy_folder, clean_folder: names of the sub-folders (or absolute paths).
         crop_size: random square crop size for training; None = whole images.
         augment: random flip/rotation (one of 8, the same for noisy and clean).
         cache: decode all images once in the constructor and keep them in memory.
@@ -48,7 +49,7 @@ class PairedFolder(Dataset):
         repeat: each epoch visits every pair this many times (useful with crops of few images).
     """
 
-    def __init__(self, root: Union[str, Path], noisy_dir: str = "noisy", clean_dir: str = "clean",
+    def __init__(self, root: Union[str, Path], noisy_folder: str = "noisy", clean_folder: str = "clean",
                  crop_size: int | None = None, augment: bool = False, cache: bool = False,
                  max_images: int | None = None, repeat: int = 1):
         where = f"datasets.{type(self).__name__}"
@@ -56,15 +57,15 @@ class PairedFolder(Dataset):
         self.crop_size = check_crop_size(crop_size, where)
         self.augment = bool(augment)
         self.repeat = check_positive_int(repeat, "repeat", where)
-        noisy = _find_images(self.root / noisy_dir, f"{where}.root", recursive=False)
+        noisy = _find_images(self.root / noisy_folder, f"{where}.root", recursive=False)
         clean_by_stem: dict[str, Path] = {}
-        for path in _find_images(self.root / clean_dir, f"{where}.root", recursive=False):
+        for path in _find_images(self.root / clean_folder, f"{where}.root", recursive=False):
             if path.stem in clean_by_stem:
-                raise ConfigError(f"{self.root / clean_dir}: two clean images share the name '{path.stem}'")
+                raise ConfigError(f"{self.root / clean_folder}: two clean images share the name '{path.stem}'")
             clean_by_stem[path.stem] = path
         missing = [p.name for p in noisy if p.stem not in clean_by_stem]
         if missing:
-            raise ConfigError(f"{self.root / clean_dir}: no clean image for {len(missing)} noisy image(s), "
+            raise ConfigError(f"{self.root / clean_folder}: no clean image for {len(missing)} noisy image(s), "
                               f"e.g. {', '.join(missing[:3])}")
         if max_images is not None:
             noisy = noisy[:check_positive_int(max_images, "max_images", where)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import cv2
 import numpy as np
@@ -134,14 +134,8 @@ def write_image(path: PathLike, img: np.ndarray, bit_depth: int = 8, alpha: np.n
     appears atomically (written to a temporary file in the same folder, then renamed).
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(f"cannot write {path}: unknown image extension "
-                         f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
     if bit_depth not in (8, 16):
         raise ValueError(f"write_image: bit_depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and ext not in (".png", ".tif", ".tiff"):
-        raise ValueError(f"cannot write {path} with 16 bits: only .png and .tif/.tiff hold 16-bit images")
     img = np.asarray(img)
     if img.ndim == 2:
         img = img[:, :, None]
@@ -149,23 +143,54 @@ def write_image(path: PathLike, img: np.ndarray, bit_depth: int = 8, alpha: np.n
         raise ValueError(f"write_image({path}): expected HxW, HxWx1 or HxWx3, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise ValueError(f"write_image({path}): image contains NaN or infinite values")
-    out = _quantize(img, bit_depth)
-    out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR) if out.shape[2] == 3 else out[:, :, 0]
+    out = _quantize(img, bit_depth)                              # (H, W, C) uint8 / uint16
     if alpha is not None:
         alpha = np.asarray(alpha)
         alpha = alpha[:, :, 0] if alpha.ndim == 3 else alpha
         if alpha.shape != img.shape[:2] or img.shape[2] != 3:
             raise ValueError(f"write_image({path}): alpha of shape {alpha.shape} does not fit image "
                              f"{img.shape} (needs HxW and an RGB image)")
-        out = np.concatenate([out, _quantize(alpha, bit_depth)[:, :, None]], axis=2)   # (H, W, 4) BGRA
+        out = np.concatenate([out, _quantize(alpha, bit_depth)[:, :, None]], axis=2)   # (H, W, 4) RGBA
+    return write_image_raw(path, out)
+
+
+def write_image_raw(path: PathLike, raw: np.ndarray) -> Path:
+    """Write a uint8/uint16 HxWxC array (C = 1, 3 RGB or 4 RGBA) as is, atomically."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"cannot write {path}: unknown image extension "
+                         f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    if raw.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image_raw({path}): expected uint8 or uint16, got {raw.dtype}")
+    if raw.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"cannot write {path} with 16 bits: only .png and .tif/.tiff hold 16-bit images")
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    conversions = {1: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}
+    if raw.ndim != 3 or raw.shape[2] not in conversions:
+        raise ValueError(f"write_image_raw({path}): expected HxWxC with C in 1, 3, 4, got shape {raw.shape}")
+    code = conversions[raw.shape[2]]
+    out = cv2.cvtColor(np.ascontiguousarray(raw), code) if code is not None else raw[:, :, 0]
     ok, encoded = cv2.imencode(ext, out)
     if not ok:
         raise ValueError(f"OpenCV could not encode {path}")
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    return path
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill a temporary file beside ``path`` (same suffix), then rename it into place.
+
+    Readers never see a half-written file, and an interrupted run leaves no file at ``path``.
+    Parent folders are created.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
