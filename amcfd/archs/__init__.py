@@ -24,6 +24,9 @@ are listed in each class docstring. ``preset_names(type)`` lists them.
 Any input size works: networks that need H, W divisible by 2^k pad internally and crop back
 (reflect padding, except NAFNet/NAFNetBase which keep the authors' zero padding of bottom/right).
 
+Memory: ``Restormer``, ``NAFNet`` and ``NAFNetBase`` take ``checkpointing: true`` to recompute each
+block's activations in the backward pass (training mode only; same gradients, less memory).
+
 Foreign checkpoints::
 
     sd = convert_state_dict('Restormer', torch.load(path, map_location='cpu', weights_only=True))
@@ -145,6 +148,10 @@ def load_weights(net: nn.Module, state_dict: Mapping[str, torch.Tensor], strict:
     each (with counts) and nothing is loaded. strict=False: the matching tensors are loaded and a warning
     lists what was left out. Returns the LoadReport either way.
     """
+    not_tensors = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
+    if not_tensors:
+        raise ValueError(f"not a state_dict: {len(not_tensors)} entries are not tensors ({_few(not_tensors)}); "
+                         "use convert_state_dict to unwrap a checkpoint")
     own = net.state_dict()
     # BatchNorm fills a missing num_batches_tracked itself, as torch does for old checkpoints.
     missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
