@@ -24,7 +24,6 @@ Conventions (as the denoising papers evaluate; see METHODS.md "two SSIM conventi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from amcfd.registry import METRICS
 
@@ -70,6 +69,16 @@ def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.devi
     return weights / weights.sum()
 
 
+def _filter_valid(t: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """'valid' 1-D correlation along ``dim`` as a weighted sum of shifted views (exact, fast in float64)."""
+    size = weights.numel()
+    length = t.shape[dim] - size + 1
+    out = t.narrow(dim, 0, length) * weights[0]
+    for i in range(1, size):
+        out = out + t.narrow(dim, i, length) * weights[i]
+    return out
+
+
 def _ssim_map_mean(x: torch.Tensor, y: torch.Tensor, window_1d: torch.Tensor, data_range: float,
                    sample_covariance: bool) -> torch.Tensor:
     """Mean SSIM over the 'valid' map, per channel: (B, C, H, W) x2 -> (B,) (Wang et al., eq. 13)."""
@@ -78,16 +87,14 @@ def _ssim_map_mean(x: torch.Tensor, y: torch.Tensor, window_1d: torch.Tensor, da
     if h < size or w < size:
         raise ValueError(f"SSIM needs images of at least {size}x{size} pixels, got {h}x{w}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    kernel_h = window_1d.view(1, 1, 1, size)
-    kernel_v = window_1d.view(1, 1, size, 1)
 
-    def local_mean(t: torch.Tensor) -> torch.Tensor:            # (N, 1, H, W) -> (N, 1, H-s+1, W-s+1)
-        return F.conv2d(F.conv2d(t, kernel_h), kernel_v)
+    def local_mean(t: torch.Tensor) -> torch.Tensor:            # (N, H, W) -> (N, H-s+1, W-s+1)
+        return _filter_valid(_filter_valid(t, window_1d, dim=-2), window_1d, dim=-1)
 
     scores = []
     for ch in range(c):                                          # one channel at a time bounds memory
-        xc, yc = x[:, ch:ch + 1], y[:, ch:ch + 1]                # (B, 1, H, W)
-        stats = local_mean(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc]))   # (5B, 1, h', w')
+        xc, yc = x[:, ch], y[:, ch]                              # (B, H, W)
+        stats = local_mean(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc]))   # (5B, h', w')
         mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(b)
         norm = size * size / (size * size - 1) if sample_covariance else 1.0
         var_x = norm * (e_xx - mu_x * mu_x)
