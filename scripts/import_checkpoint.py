@@ -1,0 +1,196 @@
+"""Turn a checkpoint of the AMSNet authors into one of ours (usable by test.py, valid.py, distillation).
+
+    python scripts/import_checkpoint.py --from amsnet restormer-sidd.ckpt experiments/amsnet_imported.pth
+    python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --preset published --r3
+    python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --network-yaml options/train/amsnet_unet.yml
+
+Input: an AMSNet Lightning checkpoint (``state_dict`` with keys ``net.dn.branches.0.<denoiser key>``;
+the official code never calls ``save_hyperparameters``, so the file does not reliably say which network
+it holds). The network config comes from, in this order: ``--network-yaml`` (a file with a ``network:``
+entry, or the entry itself), ``--arch``/``--preset``, or the weights' shapes (Restormer, UNet and DnCNN
+fully; the other networks by matching one of their presets). Whatever the source, the config is checked
+by building the network and loading the weights strictly before anything is written.
+
+Output: ``{'format': 'amcfd-checkpoint-v1', 'network': state_dict, 'network_ema': None, 'iteration': 0,
+'opt': {'network': {...}, 'method': {'type': 'AMSNet', ...}}, 'imported_from': {...}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from amcfd.archs import build_arch, convert_state_dict, load_weights, preset_names, resolve_preset  # noqa: E402
+from amcfd.engine.checkpoint import FORMAT, atomic_save  # noqa: E402
+from amcfd.registry import METHODS, ConfigError  # noqa: E402
+
+AMSNET_ARCHS = ("Restormer", "NAFNetBase", "NAFNet", "UNet", "DnCNN", "DeamNet")
+
+
+# ----------------------------------------------------------------------------- reading
+def read_checkpoint(path: Path, unsafe: bool = False) -> Mapping[str, Any]:
+    """torch.load a foreign checkpoint; weights-only unless ``unsafe`` (trusted files only)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except Exception as exc:
+        hint = "" if unsafe else " (if you trust the file, retry with --unsafe-load)"
+        raise RuntimeError(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") from None
+
+
+def denoiser_state_dict(ckpt: Mapping[str, Any], arch: str, branch: int) -> dict[str, torch.Tensor]:
+    """The denoiser weights of one AMSNet branch (``net.dn.branches.<branch>.``), prefix stripped."""
+    prefix = None if branch == 0 else f"net.dn.branches.{branch}."
+    return convert_state_dict(arch, ckpt, prefix=prefix)
+
+
+# ----------------------------------------------------------------------------- network config
+def detect_arch(sd: Mapping[str, torch.Tensor]) -> str:
+    """Which AMSNet denoiser these keys belong to."""
+    keys = set(sd)
+    if "patch_embed.proj.weight" in keys:
+        return "Restormer"
+    if "enc_conv0.weight" in keys:
+        return "UNet"
+    if "model.0.weight" in keys:
+        return "DnCNN"
+    if any(k.startswith("net2.") for k in keys):
+        return "DeamNet"
+    if "intro.weight" in keys:
+        return "NAFNet" if any(".sca." in k for k in keys) else "NAFNetBase"
+    raise ValueError(f"cannot tell the network from the checkpoint keys (first: {sorted(keys)[:4]}); "
+                     f"pass --arch (one of {', '.join(AMSNET_ARCHS)}) or --network-yaml")
+
+
+def _count_blocks(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    return len({m.group(1) for k in sd if (m := pattern.match(k))})
+
+
+def infer_restormer(sd: Mapping[str, torch.Tensor]) -> dict:
+    embed = sd["patch_embed.proj.weight"]                               # (dim, in, 3, 3)
+    dim = embed.shape[0]
+    levels = ["encoder_level1", "encoder_level2", "encoder_level3", "latent"]
+    hidden = [sd[f"{lv}.0.ffn.project_out.weight"].shape[1] for lv in levels]   # int(dim * 2^l * f)
+    factor = next((f for f in (2.66, hidden[0] / dim, (hidden[0] + 0.5) / dim)
+                   if all(int(dim * 2**i * f) == h for i, h in enumerate(hidden))), hidden[0] / dim)
+    return {"type": "Restormer", "inp_channels": embed.shape[1], "out_channels": sd["output.weight"].shape[0],
+            "dim": dim, "num_blocks": [_count_blocks(sd, lv) for lv in levels],
+            "num_refinement_blocks": _count_blocks(sd, "refinement"),
+            "heads": [sd[f"{lv}.0.attn.temperature"].shape[0] for lv in levels],
+            "ffn_expansion_factor": factor, "bias": "patch_embed.proj.bias" in sd,
+            "LayerNorm_type": "WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+            "dual_pixel_task": "skip_conv.weight" in sd}
+
+
+def infer_unet(sd: Mapping[str, torch.Tensor]) -> dict:
+    first = sd["enc_conv0.weight"]                                      # (n_feature, in_nc, 3, 3)
+    return {"type": "UNet", "in_nc": first.shape[1], "out_nc": sd["nin_c.weight"].shape[0],
+            "n_feature": first.shape[0], "blindspot": False}
+
+
+def infer_dncnn(sd: Mapping[str, torch.Tensor]) -> dict:
+    convs = sorted((int(k.split(".")[1]), v) for k, v in sd.items()
+                   if k.startswith("model.") and k.endswith(".weight") and v.dim() == 4)
+    has_bn = any(k.endswith("running_mean") for k in sd)
+    return {"type": "DnCNN", "in_nc": convs[0][1].shape[1], "out_nc": convs[-1][1].shape[0],
+            "nc": convs[0][1].shape[0], "nb": len(convs), "act_mode": "BR" if has_bn else "R"}
+
+
+INFER = {"Restormer": infer_restormer, "UNet": infer_unet, "DnCNN": infer_dncnn}
+
+
+def shape_mismatches(cfg: Mapping[str, Any], sd: Mapping[str, torch.Tensor]) -> list[str]:
+    """Keys/shapes of the network ``cfg`` builds (on the meta device: no memory) that differ from sd."""
+    with torch.device("meta"):
+        own = build_arch(cfg).state_dict()
+    own = {k: tuple(v.shape) for k, v in own.items() if not k.endswith("num_batches_tracked")}
+    theirs = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    return ([f"missing {k}" for k in own if k not in theirs] + [f"unexpected {k}" for k in theirs if k not in own]
+            + [f"{k} {theirs[k]} vs {own[k]}" for k in own if k in theirs and own[k] != theirs[k]])
+
+
+def network_config(sd: Mapping[str, torch.Tensor], arch: str | None, preset: str | None,
+                   network_yaml: Path | None) -> dict:
+    """The ``network:`` entry for these weights (see the module docstring for the order)."""
+    if network_yaml is not None:
+        data = yaml.safe_load(network_yaml.read_text()) or {}
+        cfg = data.get("network", data) if isinstance(data, dict) else None
+        if not isinstance(cfg, dict) or "type" not in cfg:
+            raise ConfigError(f"{network_yaml}: expected a 'network:' entry with a 'type'")
+        return dict(cfg)
+    arch = arch or detect_arch(sd)
+    if preset is not None:
+        return {"type": arch, "preset": preset}
+    if arch in INFER:
+        return INFER[arch](sd)
+    matching = [p for p in preset_names(arch) if not shape_mismatches({"type": arch, "preset": p}, sd)]
+    if not matching:
+        raise ConfigError(f"the {arch} weights match none of its presets ({', '.join(preset_names(arch))}); "
+                          f"pass --network-yaml with the network's options")
+    return {"type": arch, "preset": matching[0]}
+
+
+# ----------------------------------------------------------------------------- import
+def import_amsnet(src: Path, dst: Path, arch: str | None = None, preset: str | None = None,
+                  network_yaml: Path | None = None, branch: int = 0, pd_train: int = 5, pd_test: int = 2,
+                  r3: bool = False, unsafe: bool = False) -> dict:
+    """Convert, check (strict load) and write; returns the checkpoint written."""
+    ckpt = read_checkpoint(src, unsafe)
+    sd = denoiser_state_dict(ckpt, arch or "Restormer", branch)  # the name is only checked to be registered
+    network = network_config(sd, arch, preset, network_yaml)
+    problems = shape_mismatches(resolve_preset(network), sd)
+    if problems:
+        raise ConfigError(f"network {network} does not fit the weights of {src}: {len(problems)} differences, "
+                          f"e.g. {'; '.join(problems[:3])}")
+    net = build_arch(network)
+    load_weights(net, sd, strict=True)
+    method = {"type": "AMSNet", "pd_train": pd_train, "pd_test": pd_test, "r3": r3}
+    METHODS.build(method, net, where="method")                         # the options must build
+    out = {"format": FORMAT, "network": net.state_dict(), "network_ema": None, "iteration": 0,
+           "opt": {"network": network, "method": method},
+           "imported_from": {"path": str(src), "kind": "amsnet", "branch": branch,
+                             **{k: ckpt[k] for k in ("epoch", "global_step") if k in ckpt}}}
+    atomic_save(out, dst)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="source", required=True, choices=["amsnet"],
+                        help="whose checkpoint layout IN has")
+    parser.add_argument("input", type=Path, help="the foreign checkpoint")
+    parser.add_argument("output", type=Path, help="where to write our checkpoint")
+    parser.add_argument("--arch", choices=AMSNET_ARCHS, help="the denoiser (default: from the keys)")
+    parser.add_argument("--preset", help="a preset of the architecture (default: from the weights' shapes)")
+    parser.add_argument("--network-yaml", type=Path, help="YAML with the network: entry (wins over the rest)")
+    parser.add_argument("--branch", type=int, default=0, help="AMSNet branch to import (net.dn.branches.N)")
+    parser.add_argument("--pd-train", type=int, default=5, help="method.pd_train written (default 5)")
+    parser.add_argument("--pd-test", type=int, default=2, help="method.pd_test written (default 2)")
+    parser.add_argument("--r3", action="store_true", help="write method.r3: true (the -E variants)")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow full unpickling of IN (only for files you trust)")
+    args = parser.parse_args(argv)
+    try:
+        out = import_amsnet(args.input, args.output, args.arch, args.preset, args.network_yaml, args.branch,
+                            args.pd_train, args.pd_test, args.r3, args.unsafe_load)
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    params = sum(v.numel() for k, v in out["network"].items() if not k.endswith(("running_mean", "running_var",
+                                                                              "num_batches_tracked")))
+    print(f"wrote {args.output}: {out['opt']['network']['type']} ({params:,} weights), "
+          f"network {out['opt']['network']}, method {out['opt']['method']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""scripts/import_checkpoint.py: the authors' AMSNet Lightning checkpoint becomes one of ours."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import load_reference, shared_path
+
+from amcfd.archs import build_arch
+from amcfd.engine.checkpoint import FORMAT, load_checkpoint
+from amcfd.engine.inference import build_denoiser, load_network_weights
+from amcfd.methods.amsnet import amsnet_denoise
+from amcfd.options import validate
+from amcfd.registry import METHODS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_checkpoint.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("import_checkpoint", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+def test_imports_the_reference_lightning_checkpoint(script, tmp_path, capsys):
+    src = shared_path("reference", "amsnet_lightning_ckpt.pt")
+    ref = load_reference("amsnet_lightning_ckpt.pt")
+    out_path = tmp_path / "amsnet.pth"
+    assert script.main(["--from", "amsnet", str(src), str(out_path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+    ckpt = load_checkpoint(out_path)
+    assert ckpt["format"] == FORMAT and ckpt["iteration"] == 0 and ckpt["network_ema"] is None
+    network = ckpt["opt"]["network"]
+    expected = ref["config"]["net"]["init_args"]["net_param"]["net_param"]
+    assert network == {"type": "Restormer", **expected}              # inferred from the weights' shapes
+    assert ckpt["opt"]["method"] == {"type": "AMSNet", "pd_train": 5, "pd_test": 2, "r3": False}
+
+    net = build_arch(network).eval()
+    load_network_weights(net, ckpt, strict=True)
+    method = METHODS.build(ckpt["opt"]["method"], net).eval()
+    with torch.no_grad():
+        assert (net(ref["input"]) - ref["output"]).abs().max() <= 1e-5
+        out = amsnet_denoise(method.net, ref["input"], method.pd_test, masks=ref["eval_masks"])
+    assert (out - ref["eval_forward_output"]).abs().max() <= 1e-5
+
+
+def test_valid_py_builds_the_teacher_from_the_imported_file(script, tmp_path):
+    src = shared_path("reference", "amsnet_lightning_ckpt.pt")
+    ref = load_reference("amsnet_lightning_ckpt.pt")
+    out_path = tmp_path / "amsnet.pth"
+    assert script.main(["--from", "amsnet", str(src), str(out_path), "--r3"]) == 0
+    opt = validate({"name": "imported", "device": "cpu", "path": {"pretrain_network": str(out_path)}}, "valid")
+    method, denoise_fn = build_denoiser(opt)
+    assert method.r3 and method.pd_test == 2
+    torch.manual_seed(ref["r3_case"]["seed"])                           # the authors' random stream
+    out = method.denoise(ref["r3_case"]["input"])
+    assert (out - ref["r3_case"]["output"]).abs().max() <= 1e-5
+    assert denoise_fn(ref["input"]).shape == ref["input"].shape
+
+
+@pytest.mark.parametrize("name,arch", [("amsnet_unet.pt", "UNet"), ("amsnet_dncnn.pt", "DnCNN"),
+                                       ("amsnet_nafnetbase.pt", "NAFNetBase"), ("amsnet_restormer.pt", "Restormer")])
+def test_other_denoisers_are_recognised_from_their_weights(script, tmp_path, name, arch):
+    ref = load_reference(name)
+    lightning = {"state_dict": {f"net.dn.branches.0.{k}": v for k, v in ref["state_dict"].items()},
+                 "epoch": 3, "global_step": 10}
+    torch.save(lightning, tmp_path / "in.ckpt")
+    out = script.import_amsnet(tmp_path / "in.ckpt", tmp_path / "out.pth")
+    network = out["opt"]["network"]
+    assert network["type"] == arch and out["imported_from"]["epoch"] == 3
+    net = build_arch(network).eval()
+    load_network_weights(net, out, strict=True)
+    with torch.no_grad():
+        assert (net(ref["input"]) - ref["output"]).abs().max() <= 1e-5
+
+
+def test_network_yaml_and_bad_inputs(script, tmp_path, capsys):
+    ref = load_reference("amsnet_lightning_ckpt.pt")
+    src = tmp_path / "in.ckpt"
+    torch.save({"state_dict": ref["state_dict"]}, src)
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text("network: {type: Restormer, preset: small}\n")
+    assert script.main(["--from", "amsnet", str(src), str(tmp_path / "o.pth"), "--network-yaml", str(wrong)]) == 2
+    assert "does not fit the weights" in capsys.readouterr().err
+    assert not (tmp_path / "o.pth").exists()
+    assert script.main(["--from", "amsnet", str(tmp_path / "missing.ckpt"), str(tmp_path / "o.pth")]) == 2
+    assert "not found" in capsys.readouterr().err
+    torch.save({"state_dict": {"net.dn.branches.0.foo.weight": torch.zeros(1)}}, src)
+    assert script.main(["--from", "amsnet", str(src), str(tmp_path / "o.pth")]) == 2
+    assert "cannot tell the network" in capsys.readouterr().err
