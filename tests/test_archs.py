@@ -150,7 +150,12 @@ def test_nafnet_uses_simple_gate_not_gelu_and_flows_gradient():
 # ---------------------------------------------------------------- activation checkpointing
 
 @pytest.mark.parametrize("arch_type", ["Restormer", "NAFNet", "NAFNetBase"])
-def test_activation_checkpointing_gives_the_same_gradients(arch_type):
+def test_activation_checkpointing_gives_the_same_gradients(arch_type, monkeypatch):
+    import amcfd.archs.common as common
+
+    calls = []
+    real_checkpoint = common.checkpoint
+    monkeypatch.setattr(common, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
     torch.manual_seed(3)
     plain = build_arch({"type": arch_type, "preset": "small"})
     for p in plain.parameters():  # move beta/gamma off zero so every path matters
@@ -166,6 +171,13 @@ def test_activation_checkpointing_gives_the_same_gradients(arch_type):
         inp = x.clone().requires_grad_(True)
         net(inp).square().mean().backward()
         grads.append([inp.grad] + [p.grad for p in net.parameters()])
+    n_blocks = sum(1 for m in ckpt.modules() if type(m).__name__ in ("TransformerBlock", "NAFBlock",
+                                                                       "BaselineBlock"))
+    assert len(calls) == n_blocks  # every block of the checkpointing net, none of the plain one
+    ckpt.eval()
+    with torch.no_grad():
+        ckpt(x)
+    assert len(calls) == n_blocks  # never at inference
     for g_plain, g_ckpt in zip(*grads):
         assert torch.allclose(g_plain, g_ckpt, atol=1e-6, rtol=1e-5)
 
