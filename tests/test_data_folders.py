@@ -125,3 +125,21 @@ def test_bad_files_fail_with_their_name(tmp_path):
         PairedFolder(tmp_path)[0]
     with pytest.raises(ImageReadError, match="img0.png"):
         PairedFolder(tmp_path, cache=True)
+
+
+def test_official_polyu_cc_layout_with_suffixes(tmp_path):
+    """PolyU/CC downloads: NAME_real.* (noisy) beside NAME_mean.* (clean) in one folder."""
+    folder = tmp_path / "CroppedImages"
+    for i in range(3):
+        clean = position_image(24, 24)
+        write_image(folder / f"Canon80D_8_8_3200_ball_{i}_mean.JPG", clean)
+        write_image(folder / f"Canon80D_8_8_3200_ball_{i}_real.JPG", clean)
+    ds = DATASETS.build({"type": "PairedFolder", "root": str(folder), "noisy_folder": ".", "clean_folder": ".",
+                         "noisy_suffix": "_real", "clean_suffix": "_mean"}, where="datasets.val_polyu")
+    assert len(ds) == 3 and ds[2]["name"] == "Canon80D_8_8_3200_ball_2"
+    assert ds.noisy.paths[0].name.endswith("_real.JPG") and ds.clean.paths[0].name.endswith("_mean.JPG")
+    with pytest.raises(ConfigError, match="same files"):
+        PairedFolder(folder, noisy_folder=".", clean_folder=".")
+    (folder / "Canon80D_8_8_3200_ball_1_mean.JPG").unlink()
+    with pytest.raises(ConfigError, match="ball_1_real.JPG"):
+        PairedFolder(folder, noisy_folder=".", clean_folder=".", noisy_suffix="_real", clean_suffix="_mean")

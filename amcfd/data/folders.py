@@ -35,13 +35,33 @@ def _find_images(folder: Path, where: str, recursive: bool) -> list[Path]:
     return paths
 
 
+def _images_by_key(folder: Path, suffix: str, where: str) -> dict[str, Path]:
+    """Images of a folder whose stem ends with ``suffix``, keyed by the stem without it."""
+    found: dict[str, Path] = {}
+    for path in _find_images(folder, where, recursive=False):
+        if not path.stem.endswith(suffix):
+            continue
+        key = path.stem[:len(path.stem) - len(suffix)]
+        if key in found:
+            raise ConfigError(f"{folder}: two images share the name '{key}' ({found[key].name}, {path.name})")
+        found[key] = path
+    if not found:
+        raise ConfigError(f"option '{where}': no images named *{suffix}.<ext> in {folder}")
+    return found
+
+
 @DATASETS.register()
 class PairedFolder(Dataset):
-    """``root/noisy/NAME`` with ``root/clean/NAME`` (same file stem, any image format).
+    """Noisy/clean pairs matched by name: ``root/noisy/NAME.*`` with ``root/clean/NAME.*`` (any format).
+
+    The official PolyU and CC downloads keep both in one folder as ``NAME_real.*`` (noisy) and
+    ``NAME_mean.*`` (clean); read them unchanged with ``noisy_folder: .``, ``clean_folder: .``,
+    ``noisy_suffix: _real``, ``clean_suffix: _mean``.
 
     Args:
-        root: folder holding the two sub-folders.
-        noisy_folder, clean_folder: names of the sub-folders (or absolute paths).
+        root: folder holding the images.
+        noisy_folder, clean_folder: sub-folders of root (or absolute paths).
+        noisy_suffix, clean_suffix: end of the file stems, removed before matching.
         crop_size: random square crop size for training; None = whole images.
         augment: random flip/rotation (one of 8, the same for noisy and clean).
         cache: decode all images once in the constructor and keep them in memory.
@@ -50,28 +70,31 @@ class PairedFolder(Dataset):
     """
 
     def __init__(self, root: Union[str, Path], noisy_folder: str = "noisy", clean_folder: str = "clean",
-                 crop_size: int | None = None, augment: bool = False, cache: bool = False,
-                 max_images: int | None = None, repeat: int = 1):
+                 noisy_suffix: str = "", clean_suffix: str = "", crop_size: int | None = None,
+                 augment: bool = False, cache: bool = False, max_images: int | None = None, repeat: int = 1):
         where = f"datasets.{type(self).__name__}"
         self.root = Path(root)
         self.crop_size = check_crop_size(crop_size, where)
         self.augment = bool(augment)
         self.repeat = check_positive_int(repeat, "repeat", where)
-        noisy = _find_images(self.root / noisy_folder, f"{where}.root", recursive=False)
-        clean_by_stem: dict[str, Path] = {}
-        for path in _find_images(self.root / clean_folder, f"{where}.root", recursive=False):
-            if path.stem in clean_by_stem:
-                raise ConfigError(f"{self.root / clean_folder}: two clean images share the name '{path.stem}'")
-            clean_by_stem[path.stem] = path
-        missing = [p.name for p in noisy if p.stem not in clean_by_stem]
+        noisy_dir, clean_dir = self.root / noisy_folder, self.root / clean_folder
+        if noisy_dir.resolve() == clean_dir.resolve() and noisy_suffix == clean_suffix:
+            raise ConfigError(f"option '{where}': noisy and clean images are the same files in {noisy_dir}; "
+                              f"set noisy_suffix/clean_suffix (e.g. _real/_mean) or separate folders")
+        noisy = _images_by_key(noisy_dir, noisy_suffix, f"{where}.root")
+        clean = _images_by_key(clean_dir, clean_suffix, f"{where}.root")
+        if noisy_dir.resolve() == clean_dir.resolve():            # a stem may end with both suffixes
+            noisy = {k: p for k, p in noisy.items() if p not in clean.values()}
+        missing = [p.name for k, p in noisy.items() if k not in clean]
         if missing:
-            raise ConfigError(f"{self.root / clean_folder}: no clean image for {len(missing)} noisy image(s), "
-                              f"e.g. {', '.join(missing[:3])}")
+            raise ConfigError(f"{clean_dir}: no clean image (*{clean_suffix}) for {len(missing)} noisy "
+                              f"image(s), e.g. {', '.join(missing[:3])}")
+        keys = sorted(noisy)
         if max_images is not None:
-            noisy = noisy[:check_positive_int(max_images, "max_images", where)]
-        self.names = [p.stem for p in noisy]
-        self.noisy = RawImageStore(noisy, cache=cache)
-        self.clean = RawImageStore([clean_by_stem[p.stem] for p in noisy], cache=cache)
+            keys = keys[:check_positive_int(max_images, "max_images", where)]
+        self.names = keys
+        self.noisy = RawImageStore([noisy[k] for k in keys], cache=cache)
+        self.clean = RawImageStore([clean[k] for k in keys], cache=cache)
 
     def __len__(self) -> int:
         return len(self.names) * self.repeat
