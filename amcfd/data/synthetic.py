@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 from scipy.ndimage import convolve
 from torch.utils.data import Dataset
 
+from amcfd.data.transforms import make_item
 from amcfd.registry import DATASETS, ConfigError
 
 # A typical camera-to-sRGB colour matrix (rows sum to 1) and white-balance gains (R, G, B).
@@ -122,33 +122,20 @@ class SyntheticCameraNoise(Dataset):
             shot, read = rng.uniform(*shot_noise), rng.uniform(*read_noise)
             img = load_sample_image(name, scale)
             if center_crop:
-                top, left = max(0, (img.shape[0] - center_crop) // 2), max(0, (img.shape[1] - center_crop) // 2)
+                top, left = (max(0, (n - center_crop) // 2) for n in img.shape[:2])
                 img = img[top:top + center_crop, left:left + center_crop]
             self.names.append(name)
-            self.noisy.append(torch.from_numpy(camera_pipeline(img, shot, read, rng, jpeg_quality)).permute(2, 0, 1))
+            self.noisy.append(camera_pipeline(img, shot, read, rng, jpeg_quality))  # (H, W, 3) float32
             if with_clean:
-                self.clean.append(torch.from_numpy(camera_pipeline(img, 0, 0, None)).permute(2, 0, 1))
-            if crop_size and min(self.noisy[-1].shape[1:]) < crop_size:
+                self.clean.append(camera_pipeline(img, 0, 0, None))
+            if crop_size and min(self.noisy[-1].shape[:2]) < crop_size:
                 raise ConfigError(f"option 'crop_size: {crop_size}' is larger than sample image '{name}' "
-                                  f"({tuple(self.noisy[-1].shape[1:])})")
+                                  f"({self.noisy[-1].shape[:2]})")
 
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
     def __getitem__(self, index: int) -> dict:
-        from amcfd.ops.augment import augment
-
         i = index % len(self.names)
-        views = [self.noisy[i]] + ([self.clean[i]] if self.with_clean else [])
-        if self.crop_size:
-            _, h, w = views[0].shape
-            top = int(torch.randint(0, h - self.crop_size + 1, ()))
-            left = int(torch.randint(0, w - self.crop_size + 1, ()))
-            views = [v[:, top:top + self.crop_size, left:left + self.crop_size] for v in views]
-        if self.augment:
-            mode = int(torch.randint(0, 8, ()))
-            views = [augment(v, mode) for v in views]
-        item = {"noisy": views[0].contiguous(), "name": self.names[i]}
-        if self.with_clean:
-            item["clean"] = views[1].contiguous()
-        return item
+        arrays = {"noisy": self.noisy[i], **({"clean": self.clean[i]} if self.with_clean else {})}
+        return make_item(arrays, self.names[i], self.crop_size, self.augment, f"sample image {self.names[i]}")

@@ -110,7 +110,7 @@ class Trainer:
         self.amp_dtype = self._amp_dtype(t["amp"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
-        self.iteration, self.best = 0, None
+        self.iteration, self.best, self.noisy_baseline = 0, None, None
         if resume_from is not None:
             self._resume(resume_from)
         if resume_from is None:
@@ -201,7 +201,12 @@ class Trainer:
             run()
         self.method.train()
         self.logger.validation(self.iteration, results, v["metrics"])
-        log.info("validation at iteration %d\n%s", self.iteration, format_table(results, v["metrics"]))
+        if self.noisy_baseline is None:  # the noisy input's own scores, for reference
+            self.noisy_baseline = {
+                f"{name} (noisy input)": evaluate(lambda x: x, ds, lo, v["metrics"], self.device)
+                for name, (ds, lo) in self.val_sets.items()}
+        table = format_table({**self.noisy_baseline, **results}, v["metrics"])
+        log.info("validation at iteration %d\n%s", self.iteration, table)
         tracked = results[next(iter(results))][v["metrics"][0]] if v["metrics"] else None
         if tracked is None:
             return False
