@@ -99,3 +99,14 @@ def test_registry_unknown_name_and_broken_module_do_not_break_others():
     reg.build(cfg)
     assert cfg == {"type": "Widget", "size": 2}  # build never mutates the caller's dict
     assert "DnCNN" in ARCHS.names()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "options").glob("*/*.yml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_option_files_are_valid(path, monkeypatch):
+    """Every key of every shipped option file is known and well typed; only data paths may be absent."""
+    monkeypatch.chdir(REPO)
+    phase = "train" if path.parent.name == "train" else "valid"
+    try:
+        load_options(path, phase=phase)
+    except ConfigError as err:
+        assert "does not exist" in str(err), str(err)
