@@ -4,9 +4,10 @@
     python scripts/bench_amsnet.py --steps 200 --finetune-steps 50 --images 3 --skip-timing   # smoke run
 
 (a) Speed: ms per 512x512 image of the multi-mask pipeline (B, = P) and with R^3 (B-E, = P-E), for
-    ``batched`` (all branches / copies in one forward), ``batched`` with ``--chunk-size`` images per
-    forward, and ``looped`` (one forward per branch and per R^3 copy, the authors' loop). Warm-up run,
-    then the configurations interleaved, median of ``--reps``. Weights do not change the speed.
+    ``batched_all`` (all branches / copies in one forward), ``batched_auto`` (the default chunking:
+    on CPU about one 512x512 image per forward), optionally ``--chunk-size`` images per forward, and
+    ``looped`` (one forward per branch and per R^3 copy, the authors' loop). A warm-up run, then the
+    configurations interleaved, median of ``--reps``. The weights do not change the speed.
 (b) Quality: a small denoiser trained self-supervised (AMSNet-B, Eq. 4) on random crops of the CC15
     *noisy* images only, then fine-tuned with the smoothness loss (AMSNet-P, Eq. 10); PSNR and both SSIMs
     against the clean references for the noisy input, B, B-E, P and P-E (all 15 images, 512x512, masks
@@ -108,10 +109,13 @@ def metrics_of(images: torch.Tensor, clean: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int, r3_copies: int) -> dict:
+def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int | None, r3_copies: int) -> dict:
     """Median ms per (1, 3, size, size) image for each configuration, runs interleaved."""
-    configs = {"batched": dict(batched=True), f"batched_chunk{chunk}": dict(batched=True, chunk_size=chunk),
-               "looped": dict(batched=False)}
+    configs = {"batched_all": dict(batched=True, chunk_size=0),        # every branch / copy in one forward
+               "batched_auto": dict(batched=True, chunk_size=None),    # the default (CPU: ~512x512 px per forward)
+               "looped": dict(batched=False, chunk_size=0)}            # one forward per branch and R3 copy
+    if chunk is not None:
+        configs[f"batched_chunk{chunk}"] = dict(batched=True, chunk_size=chunk)
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     table = {}
     for variant, r3 in (("B", False), ("B-E", True)):
@@ -124,11 +128,12 @@ def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int, r3_co
                 start = time.perf_counter()
                 method.denoise(image)
                 times[name].append(1000 * (time.perf_counter() - start))
-        row = {name: statistics.median(ts) for name, ts in times.items()}
-        row["looped_over_batched"] = row["looped"] / row["batched"]
-        row[f"looped_over_batched_chunk{chunk}"] = row["looped"] / row[f"batched_chunk{chunk}"]
+        row = {f"{name}_ms": statistics.median(ts) for name, ts in times.items()}
+        for name in methods:
+            if name.startswith("batched"):
+                row[f"speedup_{name}_vs_looped"] = row["looped_ms"] / row[f"{name}_ms"]
         table[variant] = row
-        print(f"  {variant}: " + ", ".join(f"{k} {v:.0f} ms" if "over" not in k else f"{k} {v:.2f}x"
+        print(f"  {variant}: " + ", ".join(f"{k} {v:.0f}" if k.endswith("_ms") else f"{k} {v:.2f}x"
                                            for k, v in row.items()), flush=True)
     return table
 
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--time-size", type=int, default=512, help="image size for the timing")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration")
-    p.add_argument("--chunk-size", type=int, default=2, help="images per forward for the chunked configuration")
+    p.add_argument("--chunk-size", type=int, default=None, help="also time batched with N images per forward")
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_amsnet.json")

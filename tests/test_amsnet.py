@@ -152,6 +152,23 @@ def test_chunk_size_bounds_every_forward():
     torch.testing.assert_close(whole, chunked, atol=1e-6, rtol=0)
 
 
+def test_automatic_chunking_keeps_cpu_forwards_small(monkeypatch):
+    import amcfd.methods.amsnet as amsnet
+
+    monkeypatch.setattr(amsnet, "CPU_PIXELS_PER_FORWARD", 16 * 16)
+    assert amsnet.resolve_chunk(None, torch.rand(1, 3, 8, 8)) == 4 and amsnet.resolve_chunk(3, torch.rand(1)) == 3
+    net = TinyNet()
+    noisy = torch.rand(1, 3, 16, 16)
+    torch.manual_seed(3)
+    auto = AMSNet(net, r3=True).eval().denoise(noisy)                  # chunk_size None: automatic
+    assert net.batch_sizes == [4, 4] + [1] * 16                         # 8 sub-images of 8x8; 16 images of 16x16
+    net.batch_sizes = []
+    torch.manual_seed(3)
+    whole = AMSNet(net, r3=True, chunk_size=0).eval().denoise(noisy)    # 0: no limit
+    assert net.batch_sizes == [8, 16]
+    torch.testing.assert_close(auto, whole, atol=1e-6, rtol=0)
+
+
 def test_finetune_p_loss_is_eq10_on_the_full_multi_branch_output():
     net = TinyNet()
     method = AMSNet(net, finetune_smooth=True, smooth_weight=0.1)

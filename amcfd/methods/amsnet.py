@@ -25,6 +25,22 @@ from amcfd.ops.pd import PAD_MODES, pd_down, pd_up
 from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks, run_in_chunks
 from amcfd.registry import METHODS, ConfigError
 
+# Automatic chunking on CPU (chunk_size None): about this many pixels per network forward. Measured on
+# CPU, one forward over all k branches / R^3 copies of a 512x512 image was 1.3-3x *slower* than a loop:
+# buffers above glibc's mmap threshold (32 MB) are returned to the OS after each forward and
+# page-faulted back in the next one. Small forwards avoid that; accelerators get everything at once.
+CPU_PIXELS_PER_FORWARD = 512 * 512
+
+
+def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
+    """Images per forward for images like x: ``chunk_size`` if given (0 = no limit); None = automatic
+    (no limit on accelerators, ``CPU_PIXELS_PER_FORWARD`` pixels on CPU)."""
+    if chunk_size is not None:
+        return chunk_size
+    if x.device.type != "cpu":
+        return 0
+    return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
+
 
 def mask_inputs(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """M_i ⊙ I_s for every branch: (N, C, h, w) x (k, N, 1|C, h, w) -> (k, N, C, h, w), hidden = 0."""
@@ -45,18 +61,20 @@ def assemble_branches(outputs: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
 
 def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None,
                        num_masks: int = 2, mask_mode: str = "pixel",
-                       mask_ratio: float | Sequence[float] | None = None, chunk_size: int = 0,
+                       mask_ratio: float | Sequence[float] | None = None, chunk_size: int | None = None,
                        batched: bool = True, return_branches: bool = False):
     """D_M (Eq. 6-7) on images or sub-images x (N, C, h, w) -> (N, C, h, w).
 
     All k branches share ``net``; with ``batched`` they run as one (k*N)-image forward (in chunks of
-    at most ``chunk_size`` images, 0 = no limit), else one forward per branch (the authors' loop).
+    at most ``chunk_size`` images, 0 = no limit, None = automatic, see ``resolve_chunk``), else one
+    forward per branch (the authors' loop).
     ``masks``: optional keep-masks (k, N, 1|C, h, w); drawn fresh when None.
     ``return_branches``: also return the raw branch outputs (k, N, C, h, w).
     """
     if masks is None:
         masks = complementary_masks(x, num_masks, mask_mode, mask_ratio)
     masks = check_masks(masks, x)
+    chunk_size = resolve_chunk(chunk_size, x)
     k, n = masks.shape[:2]
     inputs = mask_inputs(x, masks)                                        # (k, N, C, h, w)
     if batched:
@@ -116,7 +134,7 @@ def single_mask_loss(net: nn.Module, noisy: torch.Tensor, stride: int = 5,
 def amsnet_r3(net: nn.Module, denoised: torch.Tensor, noisy: torch.Tensor, copies: int = 8,
               ratio: float = 0.16, mode: str = "pixel", replace_masks: torch.Tensor | None = None,
               net_masks: torch.Tensor | None = None, num_masks: int = 2, mask_mode: str = "pixel",
-              mask_ratio: float | Sequence[float] | None = None, chunk_size: int = 0,
+              mask_ratio: float | Sequence[float] | None = None, chunk_size: int | None = None,
               batched: bool = True) -> torch.Tensor:
     """AMSNet's R^3: T copies with replaced pixels, the multi-mask pipeline at stride 1, mean.
 
@@ -126,6 +144,7 @@ def amsnet_r3(net: nn.Module, denoised: torch.Tensor, noisy: torch.Tensor, copie
     ``chunk_size`` images; else one copy and one branch per forward.
     """
     b, c, h, w = noisy.shape
+    chunk_size = resolve_chunk(chunk_size, noisy)
     if replace_masks is None:
         replace_masks = replacement_masks(noisy.shape, copies, ratio, mode, device=noisy.device)
     copies = replace_masks.shape[0]
@@ -171,7 +190,8 @@ class AMSNet(Method):
       smooth_eps: eps inside the TV square root (1e-6), see losses.basic.smoothness_tv.
       r3: apply R^3 at inference, the "-E" variants (False; the authors' restormer config uses 0).
       r3_copies: T (8).  r3_ratio: p (0.16).  r3_mode: 'pixel' (AMSNet code) | 'element' (AP-BSN).
-      chunk_size: at most this many images per network forward, 0 = no limit (memory bound).
+      chunk_size: at most this many images per network forward (memory bound and CPU speed); 0 = no
+        limit; None = automatic: no limit on GPU, ~one 512x512 image per forward on CPU (faster there).
       batched: run branches and R^3 copies in batched forwards (True) or one per forward.
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
     """
@@ -180,7 +200,7 @@ class AMSNet(Method):
                  train_branch: int = 0, mask_mode: str = "pixel", mask_ratio=None,
                  finetune_smooth: bool = False, smooth_weight: float = 0.01, pd_finetune=None,
                  smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
-                 r3_mode: str = "pixel", chunk_size: int = 0, batched: bool = True,
+                 r3_mode: str = "pixel", chunk_size=None, batched: bool = True,
                  pad_mode: str = "reflect"):
         super().__init__(net)
         for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):
@@ -197,7 +217,8 @@ class AMSNet(Method):
         _require(0.0 <= r3_ratio <= 1.0, "r3_ratio", r3_ratio, "in [0, 1]")
         _require(smooth_weight >= 0, "smooth_weight", smooth_weight, ">= 0")
         _require(smooth_eps > 0, "smooth_eps", smooth_eps, "> 0")
-        _require(_is_int(chunk_size) and chunk_size >= 0, "chunk_size", chunk_size, "an int >= 0")
+        _require(chunk_size is None or (_is_int(chunk_size) and chunk_size >= 0), "chunk_size", chunk_size,
+                 "null or an int >= 0")
         try:
             complementary_masks((1, 1, 2, 2), num_masks, mask_mode, mask_ratio)
         except ValueError as err:
