@@ -1,13 +1,13 @@
 """AMSNet on CC15 at a fixed CPU budget: quality of B, B-E, P, P-E and inference speed, batched vs looped.
 
-    python scripts/bench_amsnet.py                                  # defaults below, ~6-8 min on 1 core
+    python scripts/bench_amsnet.py                                  # defaults below, ~8 min on 1 core
     python scripts/bench_amsnet.py --steps 200 --finetune-steps 50 --images 3 --skip-timing   # smoke run
 
 (a) Speed: ms per 512x512 image of the multi-mask pipeline (B, = P) and with R^3 (B-E, = P-E), for
     ``batched_all`` (all branches / copies in one forward), ``batched_auto`` (the default chunking:
-    on CPU about one 512x512 image per forward), optionally ``--chunk-size`` images per forward, and
-    ``looped`` (one forward per branch and per R^3 copy, the authors' loop). A warm-up run, then the
-    configurations interleaved, median of ``--reps``. The weights do not change the speed.
+    on CPU one image per forward for images of 128x128 and up), optionally ``--chunk-size`` images per
+    forward, and ``looped`` (one forward per branch and per R^3 copy, the authors' loop). A warm-up run,
+    then the configurations interleaved, median of ``--reps``. The weights do not change the speed.
 (b) Quality: a small denoiser trained self-supervised (AMSNet-B, Eq. 4) on random crops of the CC15
     *noisy* images only, then fine-tuned with the smoothness loss (AMSNet-P, Eq. 10); PSNR and both SSIMs
     against the clean references for the noisy input, B, B-E, P and P-E (all 15 images, 512x512, masks
@@ -112,7 +112,7 @@ def metrics_of(images: torch.Tensor, clean: torch.Tensor) -> dict:
 def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int | None, r3_copies: int) -> dict:
     """Median ms per (1, 3, size, size) image for each configuration, runs interleaved."""
     configs = {"batched_all": dict(batched=True, chunk_size=0),        # every branch / copy in one forward
-               "batched_auto": dict(batched=True, chunk_size=None),    # the default (CPU: ~512x512 px per forward)
+               "batched_auto": dict(batched=True, chunk_size=None),    # the default (CPU: ~128x128 px per forward)
                "looped": dict(batched=False, chunk_size=0)}            # one forward per branch and R3 copy
     if chunk is not None:
         configs[f"batched_chunk{chunk}"] = dict(batched=True, chunk_size=chunk)
@@ -145,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=None, help="use only the first N images")
     p.add_argument("--arch", default="NAFNetBase", help="registered architecture (default NAFNetBase)")
     p.add_argument("--preset", default="small", help="its preset (default small)")
-    p.add_argument("--steps", type=int, default=2000, help="AMSNet-B training steps")
+    p.add_argument("--steps", type=int, default=2500, help="AMSNet-B training steps")
     p.add_argument("--finetune-steps", type=int, default=300, help="AMSNet-P fine-tuning steps")
-    p.add_argument("--lr", type=float, default=1e-3, help="AMSNet-B peak learning rate (cosine)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="AMSNet-P peak learning rate")
+    p.add_argument("--lr", type=float, default=3e-3, help="AMSNet-B peak learning rate (cosine)")
+    p.add_argument("--finetune-lr", type=float, default=3e-4, help="AMSNet-P peak learning rate")
+    p.add_argument("--pd-train", type=int, default=5, help="PD stride for training (paper: 5)")
+    p.add_argument("--pd-test", type=int, default=2, help="PD stride for inference (paper: 2)")
     p.add_argument("--smooth-weight", type=float, default=0.01, help="lambda of Eq. 10")
     p.add_argument("--batch", type=int, default=2, help="crops per step")
     p.add_argument("--crop", type=int, default=160, help="crop size (multiple of pd_train 5)")
@@ -180,14 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     names, noisy, clean = load_pairs(args.data, args.images)
     print(f"(b) {len(names)} images from {args.data}; training on noisy crops only", flush=True)
     quality = {"noisy": metrics_of(noisy, clean)}
-    method = AMSNet(net, r3_copies=args.r3_copies)
+    strides = dict(pd_train=args.pd_train, pd_test=args.pd_test)
+    method = AMSNet(net, r3_copies=args.r3_copies, **strides)
     report["train_sec_B"] = train(method, noisy, args.steps, args.lr, args.batch, args.crop,
                                   max(1, args.steps // 10), "B")
     quality["B"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
     quality["B-E"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
 
     finetuned = AMSNet(copy.deepcopy(net), finetune_smooth=True, smooth_weight=args.smooth_weight,
-                       r3_copies=args.r3_copies)
+                       r3_copies=args.r3_copies, **strides)
     report["train_sec_P"] = train(finetuned, noisy, args.finetune_steps, args.finetune_lr, args.batch, args.crop,
                                   max(1, args.finetune_steps // 5), "P")
     quality["P"] = evaluate(finetuned, noisy, clean, r3=False, seed=args.seed)

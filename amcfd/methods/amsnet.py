@@ -25,19 +25,21 @@ from amcfd.ops.pd import PAD_MODES, pd_down, pd_up
 from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks, run_in_chunks
 from amcfd.registry import METHODS, ConfigError
 
-# Automatic chunking on CPU (chunk_size None): about this many pixels per network forward. Measured on
-# CPU, one forward over all k branches / R^3 copies of a 512x512 image was 1.3-3x *slower* than a loop:
-# buffers above glibc's mmap threshold (32 MB) are returned to the OS after each forward and
-# page-faulted back in the next one. Small forwards avoid that; accelerators get everything at once.
-CPU_PIXELS_PER_FORWARD = 512 * 512
+# Automatic chunking on CPU (chunk_size None, inference only): at most this many pixels per network
+# forward. Measured on CPU (1 thread, small NAFNet/DnCNN): one forward over all k branches and R^3 copies
+# of a 512x512 image was 1.5-3x *slower* than one image per forward, and still ~1.4x slower at 128x128:
+# large activations miss the caches, and buffers above glibc's mmap threshold (32 MB) are returned to
+# the OS after each forward and page-faulted back in the next. Accelerators get everything at once.
+CPU_PIXELS_PER_FORWARD = 128 * 128
 
 
 def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
-    """Images per forward for images like x: ``chunk_size`` if given (0 = no limit); None = automatic
-    (no limit on accelerators, ``CPU_PIXELS_PER_FORWARD`` pixels on CPU)."""
+    """Images per forward for images like x: ``chunk_size`` if given (0 = no limit). None = automatic:
+    no limit when training (grad enabled) or on accelerators; on CPU ``CPU_PIXELS_PER_FORWARD`` pixels,
+    at least one image."""
     if chunk_size is not None:
         return chunk_size
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.is_grad_enabled():
         return 0
     return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
 
@@ -191,7 +193,8 @@ class AMSNet(Method):
       r3: apply R^3 at inference, the "-E" variants (False; the authors' restormer config uses 0).
       r3_copies: T (8).  r3_ratio: p (0.16).  r3_mode: 'pixel' (AMSNet code) | 'element' (AP-BSN).
       chunk_size: at most this many images per network forward (memory bound and CPU speed); 0 = no
-        limit; None = automatic: no limit on GPU, ~one 512x512 image per forward on CPU (faster there).
+        limit; None = automatic: no limit on GPU and in training, ~128x128 pixels per forward (at least
+        one image) for CPU inference, which measured fastest there.
       batched: run branches and R^3 copies in batched forwards (True) or one per forward.
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
     """
