@@ -113,7 +113,7 @@ class SyntheticCameraNoise(Dataset):
 
     def __init__(self, images: list = SAMPLE_IMAGES[:6], with_clean: bool = False, crop_size: int = None,
                  center_crop: int = None, augment: bool = False, repeat: int = 1, scale: float = 1.0,
-                 shot_noise: list = (0.001, 0.003), read_noise: list = (5e-5, 2e-4),
+                 shot_noise: list = (0.004, 0.012), read_noise: list = (1e-4, 5e-4),
                  jpeg_quality: int = None, seed: int = 0):
         self.with_clean, self.crop_size, self.augment, self.repeat = with_clean, crop_size, augment, repeat
         self.names, self.noisy, self.clean = [], [], []
