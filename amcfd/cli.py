@@ -70,11 +70,12 @@ def _train(argv) -> None:
         opt["name"] = "debug_" + opt["name"]
         opt["train"]["total_iter"] = min(opt["train"]["total_iter"], 8)
     trainer = Trainer(opt, launcher=args.launcher, auto_resume=args.auto_resume)
+    main_rank = dist.is_main()
     try:
         trainer.train()
     finally:
         dist.cleanup()
-    if dist.is_main():
+    if main_rank:
         print(f"done: {trainer.exp_dir}")
 
 

@@ -87,6 +87,8 @@ class Trainer:
         self.exp_dir = Path(opt["path"]["experiments_root"]) / opt["name"]
         self.ckpt_dir = self.exp_dir / "models"
         resume_from = self._prepare_folder(auto_resume)
+        if not dist.is_main():
+            log.setLevel(logging.WARNING)  # one copy of every log line: rank 0's
         self.logger = ExperimentLogger(self.exp_dir, opt, enabled=dist.is_main())
         if dist.is_main():
             save_options(opt, self.exp_dir)
