@@ -83,3 +83,12 @@ def test_test_with_missing_input_is_a_one_line_error(trained):
     result = run("test.py", "-opt", "test.yml", "--input", "nowhere", cwd=trained)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nowhere" in result.stderr.strip().splitlines()[-1]
+
+
+def test_checkpoint_that_does_not_fit_is_a_one_line_error(trained):
+    bad = trained / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = run("valid.py", "-opt", "test.yml", "--set", "path.pretrain_network=bad.pth", cwd=trained)
+    assert result.returncode == 2 and "cannot read checkpoint bad.pth" in result.stderr
+    other = run("valid.py", "-opt", "test.yml", "--set", "network.type=UNet", "network.n_feature=8", cwd=trained)
+    assert other.returncode == 2 and "does not fit UNet" in other.stderr and "Traceback" not in other.stderr

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amcfd.registry import ConfigError
+
 FORMAT = "amcfd-checkpoint-v1"
 ITER_NAME = re.compile(r"^iter_(\d+)\.pth$")
 
@@ -66,11 +68,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         # Our checkpoints hold numpy/python RNG states: full unpickling of a file we wrote.
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+        raise ConfigError(f"checkpoint not found: {path}") from None
     except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(ckpt, dict):
-        raise RuntimeError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
+        raise ConfigError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     if "network" not in ckpt:  # a bare state_dict or a foreign layout
         ckpt = {"format": "state_dict", "network": ckpt}
     return ckpt

@@ -6,6 +6,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from amcfd.registry import ConfigError
+
 
 def init_distributed(launcher: str, backend: str = "auto") -> tuple[int, int, torch.device | None]:
     """Start the process group for ``--launcher pytorch``; returns (rank, world_size, device).
@@ -16,7 +18,7 @@ def init_distributed(launcher: str, backend: str = "auto") -> tuple[int, int, to
     if launcher == "none":
         return 0, 1, None
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RuntimeError("--launcher pytorch needs RANK/WORLD_SIZE: start with "
+        raise ConfigError("--launcher pytorch needs RANK/WORLD_SIZE: start with "
                            "torchrun --nproc_per_node=N train.py -opt ... --launcher pytorch")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available()

@@ -77,12 +77,17 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     return out / weight
 
 
-def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_ema: bool = True) -> str:
-    """Load ``network_ema`` (if present and wanted) or ``network`` into net; returns which."""
+def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_ema: bool = True,
+                         source: str = "checkpoint") -> str:
+    """Load ``network_ema`` (if present and wanted) or ``network`` into net; returns which.
+    Weights that do not fit the network are a one-line ConfigError naming ``source``."""
     from amcfd.archs import load_weights
 
     key = "network_ema" if use_ema and ckpt.get("network_ema") is not None else "network"
-    load_weights(net, ckpt[key], strict=strict)
+    try:
+        load_weights(net, ckpt[key], strict=strict)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return key
 
 
@@ -105,7 +110,8 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
 
         opt["method"] = merge(saved["method"], opt["method"])
     net = build_network(opt["network"])
-    load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"])
+    load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"],
+                         source=str(path))
     method = build_method(opt, net).to(device).eval()
     tile, overlap = opt["test"]["tile"], opt["test"]["tile_overlap"]
 

@@ -98,7 +98,8 @@ class Trainer:
         self.net = build_network(opt["network"])
         if opt["path"]["pretrain_network"]:
             which = load_network_weights(self.net, load_checkpoint(opt["path"]["pretrain_network"]),
-                                         strict=opt["path"]["strict_load"], use_ema=False)
+                                         strict=opt["path"]["strict_load"], use_ema=False,
+                                         source=opt["path"]["pretrain_network"])
             log.info("initialised %s from %s", which, opt["path"]["pretrain_network"])
         self.method = build_method(opt, self.net).to(self.device)
         self.model = self.method
