@@ -1,11 +1,12 @@
 """Folder datasets: real PolyU/CC pairs, crops and augmentation that stay aligned, 16-bit photos, errors."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from amcfd.data.folders import NoisyFolder, PairedFolder
 from amcfd.data.imageio import ImageReadError, write_image
@@ -143,3 +144,17 @@ def test_official_polyu_cc_layout_with_suffixes(tmp_path):
     (folder / "Canon80D_8_8_3200_ball_1_mean.JPG").unlink()
     with pytest.raises(ConfigError, match="ball_1_real.JPG"):
         PairedFolder(folder, noisy_folder=".", clean_folder=".", noisy_suffix="_real", clean_suffix="_mean")
+
+
+def test_noisy_folder_mixing_gray_and_rgb_batches_as_rgb(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "gray.png"), rng.integers(0, 256, (20, 24), dtype=np.uint8))
+    cv2.imwrite(str(folder / "rgb.png"), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    batch = default_collate([NoisyFolder(folder, crop_size=16)[i] for i in range(2)])
+    assert batch["noisy"].shape == (2, 3, 16, 16)
+    gray = NoisyFolder(folder, channels=1)
+    assert all(gray[i]["noisy"].shape[0] == 1 for i in range(2))
+    with pytest.raises(ConfigError, match="channels"):
+        NoisyFolder(folder, channels=2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
+import cv2
+import numpy as np
 from torch.utils.data import Dataset
 
 from amcfd.data.imageio import list_images
@@ -119,11 +121,17 @@ class NoisyFolder(Dataset):
             large photos still holds many crops.
         recursive: also look in sub-folders (names then include the sub-folder).
         max_images: use only the first N images (sorted by path).
+        channels: 3 (gray photos are repeated to RGB, so a folder may mix both), 1 (RGB photos are
+            turned gray, for gray denoisers) or None (as stored; all images must then agree).
     """
 
     def __init__(self, root: Union[str, Path], crop_size: int | None = None, augment: bool = False,
-                 cache: bool = False, repeat: int = 1, recursive: bool = True, max_images: int | None = None):
+                 cache: bool = False, repeat: int = 1, recursive: bool = True, max_images: int | None = None,
+                 channels: int | None = 3):
         where = f"datasets.{type(self).__name__}"
+        if channels not in (None, 1, 3):
+            raise ConfigError(f"option '{where}.channels' must be 1, 3 or null, got {channels!r}")
+        self.channels = channels
         self.root = Path(root)
         self.crop_size = check_crop_size(crop_size, where)
         self.augment = bool(augment)
@@ -140,5 +148,14 @@ class NoisyFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         i = index % len(self.names)
-        return make_item({"noisy": self.noisy[i]}, self.names[i], self.crop_size, self.augment,
-                         str(self.noisy.paths[i]))
+        return make_item({"noisy": _with_channels(self.noisy[i], self.channels)}, self.names[i], self.crop_size,
+                         self.augment, str(self.noisy.paths[i]))
+
+
+def _with_channels(img: np.ndarray, channels: int | None) -> np.ndarray:
+    """HxWxC uint image with ``channels`` channels: gray repeated to RGB, or RGB to luminance."""
+    if channels is None or img.shape[2] == channels:
+        return img
+    if channels == 3:
+        return np.repeat(img, 3, axis=2)
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
