@@ -57,7 +57,9 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def prune_checkpoints(folder: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` iteration checkpoints (best.pth is separate)."""
-    for _, path in iteration_checkpoints(folder)[:-keep_last or None] if keep_last > 0 else []:
+    if keep_last <= 0:
+        return
+    for _, path in iteration_checkpoints(folder)[:-keep_last]:
         path.unlink(missing_ok=True)
 
 

@@ -115,8 +115,8 @@ class Trainer:
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
         if resume_from is not None:
-            self._resume(resume_from)
-        if resume_from is None:
+            self._resume(resume_from)  # restores every rank's RNG states
+        else:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
 
         self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
