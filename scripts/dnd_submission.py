@@ -31,19 +31,9 @@ from amcfd.registry import ConfigError  # noqa: E402
 
 def _from_options(args) -> tuple:
     """(denoise_fn, root, out_dir) from the option file."""
-    from amcfd.engine.inference import build_denoiser
-    from amcfd.options import load_options
+    from amcfd.engine.inference import denoiser_for_benchmark
 
-    opt = load_options(args.opt, args.set, phase="test")
-    root = args.root
-    if root is None:
-        entries = [cfg for cfg in (opt.get("datasets") or {}).values() if cfg.get("type") == "DND"]
-        if not entries:
-            raise ConfigError("give --root or a datasets entry {type: DND, root: ...}")
-        root = entries[0]["root"]
-    out_dir = args.out or Path(opt["path"]["results_root"]) / opt["name"] / "dnd"
-    _, denoise_fn = build_denoiser(opt)
-    return denoise_fn, root, out_dir
+    return denoiser_for_benchmark(args.opt, args.set, "DND", "root", args.root, args.out, "dnd")
 
 
 def main(argv=None, denoise_fn=None) -> int:

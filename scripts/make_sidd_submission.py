@@ -35,19 +35,10 @@ from amcfd.registry import ConfigError  # noqa: E402
 
 def _from_options(args) -> tuple:
     """(denoise_fn, noisy_mat, out_dir) from the option file."""
-    from amcfd.engine.inference import build_denoiser
-    from amcfd.options import load_options
+    from amcfd.engine.inference import denoiser_for_benchmark
 
-    opt = load_options(args.opt, args.set, phase="test")
-    noisy_mat = args.noisy_mat
-    if noisy_mat is None:
-        entries = [cfg for cfg in (opt.get("datasets") or {}).values() if cfg.get("type") == "SIDDBlocks"]
-        if not entries:
-            raise ConfigError("give --noisy_mat or a datasets entry {type: SIDDBlocks, noisy_mat: ...}")
-        noisy_mat = entries[0]["noisy_mat"]
-    out_dir = args.out or Path(opt["path"]["results_root"]) / opt["name"] / "sidd_benchmark"
-    _, denoise_fn = build_denoiser(opt)
-    return denoise_fn, noisy_mat, out_dir
+    return denoiser_for_benchmark(args.opt, args.set, "SIDDBlocks", "noisy_mat", args.noisy_mat, args.out,
+                                  "sidd_benchmark")
 
 
 def main(argv=None, denoise_fn=None) -> int:
