@@ -155,3 +155,11 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     assert any(not torch.equal(init[k], w0[k]) for k in w0)  # it did train
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
+
+
+def test_amp_on_cpu_is_ignored_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="train.amp=bf16 needs CUDA"):
+        trainer = Trainer(tiny_options(tmp_path, amp="bf16"))
+    assert trainer.amp_dtype is None
+    trainer.train(stop_at=1)
+    assert trainer.iteration == 1
