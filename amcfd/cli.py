@@ -15,12 +15,53 @@ EXIT_CONFIG = 2  # bad options or input: one-line message, no traceback
 EXIT_FAILED = 1  # training stopped (e.g. non-finite loss)
 
 
-def _parser(prog: str, phase: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=f"AM-CFD {phase}")
-    p.add_argument("-opt", "--opt", required=True, help="YAML option file")
+def _add_option_args(p: argparse.ArgumentParser, required: bool) -> argparse.ArgumentParser:
+    """-opt FILE and --set KEY=VALUE ..., shared by every entry point."""
+    p.add_argument("-opt", "--opt", required=required, help="YAML option file")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override options, e.g. --set train.lr=2e-4 network.type=NAFNet")
     return p
+
+
+def _parser(prog: str, phase: str) -> argparse.ArgumentParser:
+    return _add_option_args(argparse.ArgumentParser(prog=prog, description=f"AM-CFD {phase}"), required=True)
+
+
+def benchmark_parser(description: str, input_key: str, input_help: str) -> argparse.ArgumentParser:
+    """Parser of the submission scripts: -opt, --set, --<input_key>, --out."""
+    p = _add_option_args(argparse.ArgumentParser(description=description), required=False)
+    p.add_argument(f"--{input_key}", help=input_help)
+    p.add_argument("--out", help="output folder")
+    return p
+
+
+def benchmark_inputs(parser: argparse.ArgumentParser, args, denoise_fn, dataset_type: str, input_key: str,
+                     out_name: str) -> tuple:
+    """(denoise_fn, input path, output folder) for a submission script.
+
+    With ``denoise_fn`` given (tests), ``--<input_key>`` and ``--out`` are required. Otherwise the
+    trained model of ``-opt`` is loaded; the input defaults to ``input_key`` of the option file's first
+    ``datasets`` entry of ``dataset_type``, the folder to ``results/<name>/<out_name>``.
+    """
+    from amcfd.engine.inference import build_denoiser
+    from amcfd.options import load_options
+
+    given = getattr(args, input_key)
+    if denoise_fn is not None:
+        if not (given and args.out):
+            parser.error(f"--{input_key} and --out are required with a given denoise_fn")
+        return denoise_fn, given, args.out
+    if not args.opt:
+        parser.error("-opt is required")
+    opt = load_options(args.opt, args.set, phase="test")
+    if given is None:
+        entries = [cfg for cfg in (opt.get("datasets") or {}).values() if cfg.get("type") == dataset_type]
+        if not entries:
+            raise ConfigError(f"give --{input_key} or a datasets entry {{type: {dataset_type}, {input_key}: ...}}")
+        given = entries[0][input_key]
+    out_dir = args.out or Path(opt["path"]["results_root"]) / opt["name"] / out_name
+    _, denoise_fn = build_denoiser(opt)
+    return denoise_fn, given, out_dir
 
 
 def _run(fn, argv) -> int:

@@ -19,42 +19,23 @@ repositories):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from amcfd.cli import benchmark_inputs, benchmark_parser  # noqa: E402
 from amcfd.data.dnd import DND, bundle_dnd_submission, denoise_dnd  # noqa: E402
 from amcfd.registry import ConfigError  # noqa: E402
 
 
-def _from_options(args) -> tuple:
-    """(denoise_fn, root, out_dir) from the option file."""
-    from amcfd.engine.inference import denoiser_for_benchmark
-
-    return denoiser_for_benchmark(args.opt, args.set, "DND", "root", args.root, args.out, "dnd")
-
-
 def main(argv=None, denoise_fn=None) -> int:
     """CLI; tests pass ``denoise_fn`` (then ``--root`` and ``--out`` replace the option file)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-opt", "--opt", help="YAML option file of the model to evaluate")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="option overrides, e.g. test.tile=256")
-    parser.add_argument("--root", help="DND folder (info.mat, images_srgb/)")
-    parser.add_argument("--out", help="output folder")
+    parser = benchmark_parser(__doc__.split("\n")[0], "root", "DND folder (info.mat, images_srgb/)")
     parser.add_argument("--overwrite", action="store_true", help="denoise boxes whose file already exists")
     args = parser.parse_args(argv)
     try:
-        if denoise_fn is None:
-            if not args.opt:
-                parser.error("-opt is required")
-            denoise_fn, root, out_dir = _from_options(args)
-        else:
-            if not (args.root and args.out):
-                parser.error("--root and --out are required with a given denoise_fn")
-            root, out_dir = args.root, args.out
+        denoise_fn, root, out_dir = benchmark_inputs(parser, args, denoise_fn, "DND", "root", "dnd")
         dataset = DND(root)
         from tqdm import tqdm
 

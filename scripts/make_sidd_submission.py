@@ -23,44 +23,25 @@ Outputs are quantised as the metrics are: round(clip(x, 0, 1) * 255).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from amcfd.cli import benchmark_inputs, benchmark_parser  # noqa: E402
 from amcfd.data.sidd import denoise_sidd_blocks, load_sidd_blocks, write_sidd_submission  # noqa: E402
 from amcfd.registry import ConfigError  # noqa: E402
 
 
-def _from_options(args) -> tuple:
-    """(denoise_fn, noisy_mat, out_dir) from the option file."""
-    from amcfd.engine.inference import denoiser_for_benchmark
-
-    return denoiser_for_benchmark(args.opt, args.set, "SIDDBlocks", "noisy_mat", args.noisy_mat, args.out,
-                                  "sidd_benchmark")
-
-
 def main(argv=None, denoise_fn=None) -> int:
     """CLI; tests pass ``denoise_fn`` (then ``--noisy_mat`` and ``--out`` replace the option file)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-opt", "--opt", help="YAML option file of the model to evaluate")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="option overrides, e.g. test.tile=0")
-    parser.add_argument("--noisy_mat", help="BenchmarkNoisyBlocksSrgb.mat")
-    parser.add_argument("--out", help="output folder")
+    parser = benchmark_parser(__doc__.split("\n")[0], "noisy_mat", "BenchmarkNoisyBlocksSrgb.mat")
     for field in ("method_name", "authors", "paper_title", "venue"):
         parser.add_argument(f"--{field}", default="", help=f"OptionalData.{field} in SubmitSrgb.mat")
     args = parser.parse_args(argv)
     try:
-        if denoise_fn is None:
-            if not args.opt:
-                parser.error("-opt is required")
-            denoise_fn, noisy_mat, out_dir = _from_options(args)
-        else:
-            if not (args.noisy_mat and args.out):
-                parser.error("--noisy_mat and --out are required with a given denoise_fn")
-            noisy_mat, out_dir = args.noisy_mat, args.out
+        denoise_fn, noisy_mat, out_dir = benchmark_inputs(parser, args, denoise_fn, "SIDDBlocks", "noisy_mat",
+                                                          "sidd_benchmark")
         blocks = load_sidd_blocks(noisy_mat)
         print(f"{noisy_mat}: {blocks.shape[0]} x {blocks.shape[1]} blocks of {blocks.shape[2]}x{blocks.shape[3]}")
         from tqdm import tqdm

@@ -132,6 +132,10 @@ class _NAFUNet(nn.Module):
         return x[..., :h, :w]
 
 
+# A few-ms-per-step size for CPU demos and tests.
+_SMALL = dict(width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1])
+
+
 @ARCHS.register()
 class NAFNetBase(_NAFUNet):
     """AMSNet's NAFNet baseline (``BaselineBlock``: GELU + squeeze-excitation, no SimpleGate).
@@ -143,7 +147,7 @@ class NAFNetBase(_NAFUNet):
     PRESETS = {
         "published": dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12,
                           dec_blk_nums=[2, 2, 2, 2], dw_expand=1, ffn_expand=2),
-        "small": dict(width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1]),
+        "small": _SMALL,
     }
 
     def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
@@ -172,7 +176,7 @@ class NAFNet(_NAFUNet):
         "published": dict(width=32, **_NAFNET_SIDD),
         "sidd_width32": dict(width=32, **_NAFNET_SIDD),
         "sidd_width64": dict(width=64, **_NAFNET_SIDD),
-        "small": dict(width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1]),
+        "small": _SMALL,
     }
 
     def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,

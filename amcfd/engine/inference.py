@@ -121,28 +121,6 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
     return method, denoise_fn
 
 
-def denoiser_for_benchmark(opt_path: str, overrides, dataset_type: str, key: str, given=None, out=None,
-                           out_name: str = "submission"):
-    """For the submission scripts: (denoise_fn, input path, output folder) from a test option file.
-
-    The input path is ``given`` or ``key`` of the first ``datasets`` entry of ``dataset_type``; the
-    folder is ``out`` or ``results/<name>/<out_name>``.
-    """
-    from pathlib import Path
-
-    from amcfd.options import load_options
-
-    opt = load_options(opt_path, overrides, phase="test")
-    if given is None:
-        entries = [cfg for cfg in (opt.get("datasets") or {}).values() if cfg.get("type") == dataset_type]
-        if not entries:
-            raise ConfigError(f"give --{key} or a datasets entry {{type: {dataset_type}, {key}: ...}}")
-        given = entries[0][key]
-    out_dir = out or Path(opt["path"]["results_root"]) / opt["name"] / out_name
-    _, denoise_fn = build_denoiser(opt)
-    return denoise_fn, given, out_dir
-
-
 @torch.no_grad()
 def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str], device,
              visuals: int = 0, on_image: Callable | None = None) -> dict:
