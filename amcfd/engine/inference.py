@@ -21,12 +21,6 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_network(cfg: dict) -> nn.Module:
-    from amcfd.archs import build_arch
-
-    return build_arch(cfg)
-
-
 def build_method(opt: dict, net: nn.Module) -> nn.Module:
     return METHODS.build(opt["method"], net, where="method")
 
@@ -44,7 +38,7 @@ def _blend_window(tile_h: int, tile_w: int, overlap: int, device) -> torch.Tenso
     def ramp(n: int) -> torch.Tensor:
         d = torch.arange(n, device=device, dtype=torch.float32)
         edge = torch.minimum(d, n - 1 - d) + 1
-        return (edge / (overlap + 1)).clamp(max=1.0) if overlap > 0 else torch.ones(n, device=device)
+        return (edge / (overlap + 1)).clamp(max=1.0)  # overlap 0: all ones
 
     return ramp(tile_h)[:, None] * ramp(tile_w)[None, :]
 
@@ -109,7 +103,9 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
         from amcfd.options import merge
 
         opt["method"] = merge(saved["method"], opt["method"])
-    net = build_network(opt["network"])
+    from amcfd.archs import build_arch
+
+    net = build_arch(opt["network"])
     load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"],
                          source=str(path))
     method = build_method(opt, net).to(device).eval()

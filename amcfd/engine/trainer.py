@@ -1,6 +1,7 @@
 """The training engine: iteration loop, DDP, AMP, EMA, checkpoints, resume, logging, validation."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from amcfd.archs import build_arch
 from amcfd.data.loader import train_loader
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import (
@@ -28,7 +30,6 @@ from amcfd.engine.ema import EMA
 from amcfd.engine.inference import (
     build_dataset,
     build_method,
-    build_network,
     evaluate,
     format_table,
     load_network_weights,
@@ -95,7 +96,7 @@ class Trainer:
 
         t = opt["train"]
         seed_everything(opt["seed"])  # same init on every rank (DDP also broadcasts it)
-        self.net = build_network(opt["network"])
+        self.net = build_arch(opt["network"])
         if opt["path"]["pretrain_network"]:
             which = load_network_weights(self.net, load_checkpoint(opt["path"]["pretrain_network"]),
                                          strict=opt["path"]["strict_load"], use_ema=False,
@@ -189,19 +190,10 @@ class Trainer:
             return False
         v = self.opt["val"]
         self.method.eval()
-        results = {}
-
-        def run():
-            fn = lambda x: tiled_denoise(self.method.denoise, x, v["tile"], v["tile_overlap"])  # noqa: E731
-            for name, (dataset, loader_opts) in self.val_sets.items():
-                results[name] = evaluate(fn, dataset, loader_opts, v["metrics"], self.device,
-                                         visuals=v["num_visuals"])
-
-        if self.ema is not None:
-            with self.ema.swapped_into(self.net):
-                run()
-        else:
-            run()
+        fn = lambda x: tiled_denoise(self.method.denoise, x, v["tile"], v["tile_overlap"])  # noqa: E731
+        with self.ema.swapped_into(self.net) if self.ema else contextlib.nullcontext():
+            results = {name: evaluate(fn, dataset, loader_opts, v["metrics"], self.device, visuals=v["num_visuals"])
+                       for name, (dataset, loader_opts) in self.val_sets.items()}
         self.method.train()
         self.logger.validation(self.iteration, results, v["metrics"])
         if self.noisy_baseline is None:  # the noisy input's own scores, for reference
