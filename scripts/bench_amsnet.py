@@ -1,20 +1,23 @@
 """AMSNet on CC15 at a fixed CPU budget: quality of B, B-E, P, P-E and inference speed, batched vs looped.
 
-    python scripts/bench_amsnet.py                                  # defaults below, ~8 min on 1 core
+    python scripts/bench_amsnet.py                                  # defaults below, ~8 min on 2 cores
     python scripts/bench_amsnet.py --steps 200 --finetune-steps 50 --images 3 --skip-timing   # smoke run
 
 (a) Speed: ms per 512x512 image of the multi-mask pipeline (B, = P) and with R^3 (B-E, = P-E), for
-    ``batched_all`` (all branches / copies in one forward), ``batched_auto`` (the default chunking:
-    on CPU one image per forward for images of 128x128 and up), optionally ``--chunk-size`` images per
-    forward, and ``looped`` (one forward per branch and per R^3 copy, the authors' loop). A warm-up run,
-    then the configurations interleaved, median of ``--reps``. The weights do not change the speed.
+    ``batched_all`` (all branches / copies in one forward), ``batched_1worker`` (the automatic chunks,
+    on CPU one image per forward for images of 128x128 and up, one after another), ``batched_auto``
+    (the default: those chunks run by one worker thread per torch thread, see amcfd/ops/batching.py),
+    optionally ``--chunk-size`` images per forward, and ``looped`` (one forward per branch and per R^3
+    copy, the authors' loop, using all torch threads). A warm-up run, then the configurations
+    interleaved, median of ``--reps``. The weights do not change the speed.
 (b) Quality: a small denoiser trained self-supervised (AMSNet-B, Eq. 4) on random crops of the CC15
     *noisy* images only, then fine-tuned with the smoothness loss (AMSNet-P, Eq. 10); PSNR and both SSIMs
     against the clean references for the noisy input, B, B-E, P and P-E (all 15 images, 512x512, masks
     seeded). CC15 is the data of ../shared/data (non-commercial licence: read there, never copied).
 
-Threads: ``--threads 1`` by default: on a shared CPU, OpenMP threads that spin-wait for each other are
-descheduled, which made 2-thread runs up to 100x slower here than 1-thread ones.
+Threads: torch's default (one per core) unless ``--threads``. Run it on an otherwise idle machine: on
+a shared CPU, OpenMP threads that spin-wait for each other are descheduled, which made 2-thread runs
+up to 100x slower than 1-thread ones while other jobs ran.
 """
 from __future__ import annotations
 
@@ -112,7 +115,8 @@ def metrics_of(images: torch.Tensor, clean: torch.Tensor) -> dict:
 def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int | None, r3_copies: int) -> dict:
     """Median ms per (1, 3, size, size) image for each configuration, runs interleaved."""
     configs = {"batched_all": dict(batched=True, chunk_size=0),        # every branch / copy in one forward
-               "batched_auto": dict(batched=True, chunk_size=None),    # the default (CPU: ~128x128 px per forward)
+               "batched_1worker": dict(batched=True, chunk_size=None, workers=1),  # auto chunks, one at a time
+               "batched_auto": dict(batched=True, chunk_size=None),    # the default: auto chunks and workers
                "looped": dict(batched=False, chunk_size=0)}            # one forward per branch and R3 copy
     if chunk is not None:
         configs[f"batched_chunk{chunk}"] = dict(batched=True, chunk_size=chunk)
@@ -155,16 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2, help="crops per step")
     p.add_argument("--crop", type=int, default=160, help="crop size (multiple of pd_train 5)")
     p.add_argument("--r3-copies", type=int, default=8, help="R3 copies T")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--time-size", type=int, default=512, help="image size for the timing")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per configuration")
     p.add_argument("--chunk-size", type=int, default=None, help="also time batched with N images per forward")
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_amsnet.json")
     args = p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     report: dict = {"command": " ".join(["python", "scripts/bench_amsnet.py", *(argv or sys.argv[1:])]),
@@ -173,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     net = build_arch({"type": args.arch, "preset": args.preset})
     report["params"] = sum(q.numel() for q in net.parameters())
-    print(f"{args.arch} ({args.preset}): {report['params']:,} parameters, {args.threads} thread(s)", flush=True)
+    print(f"{args.arch} ({args.preset}): {report['params']:,} parameters, {torch.get_num_threads()} thread(s)",
+          flush=True)
     if not args.skip_timing:
         print(f"(a) inference ms per {args.time_size}x{args.time_size} image (median of {args.reps}):", flush=True)
         report["timing_ms"] = time_inference(net.eval(), args.time_size, args.reps, args.chunk_size,

@@ -153,7 +153,7 @@ def test_chunk_size_bounds_every_forward():
 
 
 def test_automatic_chunking_keeps_cpu_forwards_small(monkeypatch):
-    import amcfd.methods.amsnet as amsnet
+    import amcfd.ops.batching as amsnet
 
     monkeypatch.setattr(amsnet, "CPU_PIXELS_PER_FORWARD", 16 * 16)
     with torch.no_grad():

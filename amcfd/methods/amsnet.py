@@ -20,28 +20,11 @@ from torch import nn
 
 from amcfd.losses.basic import l1, masked_l1, smoothness_tv
 from amcfd.methods.base import Method
+from amcfd.ops.batching import resolve_chunk, resolve_workers, run_in_chunks
 from amcfd.ops.masks import MASK_MODES, check_masks, complementary_masks
 from amcfd.ops.pd import PAD_MODES, pd_down, pd_up
-from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks, run_in_chunks
+from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks
 from amcfd.registry import METHODS, ConfigError
-
-# Automatic chunking on CPU (chunk_size None, inference only): at most this many pixels per network
-# forward. Measured on CPU (1 thread, small NAFNet/DnCNN): one forward over all k branches and R^3 copies
-# of a 512x512 image was 1.5-3x *slower* than one image per forward, and still ~1.4x slower at 128x128:
-# large activations miss the caches, and buffers above glibc's mmap threshold (32 MB) are returned to
-# the OS after each forward and page-faulted back in the next. Accelerators get everything at once.
-CPU_PIXELS_PER_FORWARD = 128 * 128
-
-
-def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
-    """Images per forward for images like x: ``chunk_size`` if given (0 = no limit). None = automatic:
-    no limit when training (grad enabled) or on accelerators; on CPU ``CPU_PIXELS_PER_FORWARD`` pixels,
-    at least one image."""
-    if chunk_size is not None:
-        return chunk_size
-    if x.device.type != "cpu" or torch.is_grad_enabled():
-        return 0
-    return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
 
 
 def mask_inputs(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -64,11 +47,12 @@ def assemble_branches(outputs: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
 def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None,
                        num_masks: int = 2, mask_mode: str = "pixel",
                        mask_ratio: float | Sequence[float] | None = None, chunk_size: int | None = None,
-                       batched: bool = True, return_branches: bool = False):
+                       batched: bool = True, workers: int | None = None, return_branches: bool = False):
     """D_M (Eq. 6-7) on images or sub-images x (N, C, h, w) -> (N, C, h, w).
 
-    All k branches share ``net``; with ``batched`` they run as one (k*N)-image forward (in chunks of
-    at most ``chunk_size`` images, 0 = no limit, None = automatic, see ``resolve_chunk``), else one
+    All k branches share ``net``; with ``batched`` they run as one batch of k*N images, in chunks of
+    at most ``chunk_size`` images (0 = no limit, None = automatic, see ``ops.batching.resolve_chunk``),
+    ``workers`` chunks at a time (None = automatic: the torch threads on CPU, 1 elsewhere); else one
     forward per branch (the authors' loop).
     ``masks``: optional keep-masks (k, N, 1|C, h, w); drawn fresh when None.
     ``return_branches``: also return the raw branch outputs (k, N, C, h, w).
@@ -80,7 +64,8 @@ def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | No
     k, n = masks.shape[:2]
     inputs = mask_inputs(x, masks)                                        # (k, N, C, h, w)
     if batched:
-        flat = run_in_chunks(net, inputs.reshape(k * n, *x.shape[1:]), chunk_size)
+        flat = run_in_chunks(net, inputs.reshape(k * n, *x.shape[1:]), chunk_size,
+                             resolve_workers(workers, x))
         outputs = flat.reshape(k, n, *flat.shape[1:])                     # (k, N, C', h, w)
     else:
         outputs = torch.stack([run_in_chunks(net, inputs[i], chunk_size) for i in range(k)])
@@ -94,7 +79,7 @@ def amsnet_denoise(net: nn.Module, noisy: torch.Tensor, stride: int = 2,
 
     Sizes not divisible by ``stride`` are padded (``pad_mode``) and cropped back. ``masks``:
     optional keep-masks for the sub-images (k, B*s*s, 1|C, H/s, W/s). ``mask_options`` go to
-    ``multi_mask_denoise`` (num_masks, mask_mode, mask_ratio, chunk_size, batched).
+    ``multi_mask_denoise`` (num_masks, mask_mode, mask_ratio, chunk_size, batched, workers).
     """
     sub = pd_down(noisy, stride, pad_mode=pad_mode) if stride > 1 else noisy  # (B*s*s, C, H/s, W/s)
     out = multi_mask_denoise(net, sub, masks, **mask_options)
@@ -137,16 +122,16 @@ def amsnet_r3(net: nn.Module, denoised: torch.Tensor, noisy: torch.Tensor, copie
               ratio: float = 0.16, mode: str = "pixel", replace_masks: torch.Tensor | None = None,
               net_masks: torch.Tensor | None = None, num_masks: int = 2, mask_mode: str = "pixel",
               mask_ratio: float | Sequence[float] | None = None, chunk_size: int | None = None,
-              batched: bool = True) -> torch.Tensor:
+              batched: bool = True, workers: int | None = None) -> torch.Tensor:
     """AMSNet's R^3: T copies with replaced pixels, the multi-mask pipeline at stride 1, mean.
 
     Random draws in the authors' order: replacement masks (one per copy), then one set of branch
     masks for all T*B copies. ``replace_masks`` (T, B|-, 1|C, H, W) and ``net_masks``
     (k, T*B, 1|C, H, W) can be given. ``batched``: all copies and branches in forwards of up to
-    ``chunk_size`` images; else one copy and one branch per forward.
+    ``chunk_size`` images, ``workers`` at a time; else one copy and one branch per forward.
     """
     b, c, h, w = noisy.shape
-    chunk_size = resolve_chunk(chunk_size, noisy)
+    chunk_size, workers = resolve_chunk(chunk_size, noisy), resolve_workers(workers, noisy)
     if replace_masks is None:
         replace_masks = replacement_masks(noisy.shape, copies, ratio, mode, device=noisy.device)
     copies = replace_masks.shape[0]
@@ -159,10 +144,10 @@ def amsnet_r3(net: nn.Module, denoised: torch.Tensor, noisy: torch.Tensor, copie
         nonlocal done
         part = net_masks[:, done:done + x.shape[0]]
         done += x.shape[0]
-        return multi_mask_denoise(net, x, part, chunk_size=chunk_size, batched=batched)
+        return multi_mask_denoise(net, x, part, chunk_size=chunk_size, batched=batched, workers=workers)
 
-    k = net_masks.shape[0]
-    per_call = (max(1, chunk_size // k) if chunk_size else None) if batched else b
+    k = net_masks.shape[0]     # copies per call: enough images to keep every worker busy
+    per_call = (max(1, chunk_size * workers // k) if chunk_size else None) if batched else b
     return random_replacement_refine(denoised, noisy, denoise_copies, replace_masks=replace_masks,
                                      chunk=per_call)
 
@@ -195,7 +180,10 @@ class AMSNet(Method):
       chunk_size: at most this many images per network forward (memory bound and CPU speed); 0 = no
         limit; None = automatic: no limit on GPU and in training, ~128x128 pixels per forward (at least
         one image) for CPU inference, which measured fastest there.
-      batched: run branches and R^3 copies in batched forwards (True) or one per forward.
+      workers: chunks run at once, in threads (CPU inference; peak memory grows with it); None =
+        automatic: one per torch thread on CPU, 1 on GPU and in training.
+      batched: run branches and R^3 copies as one batch (True), chunked as above, or one forward per
+        branch and R^3 copy (the authors' loop).
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
     """
 
@@ -203,7 +191,7 @@ class AMSNet(Method):
                  train_branch: int = 0, mask_mode: str = "pixel", mask_ratio=None,
                  finetune_smooth: bool = False, smooth_weight: float = 0.01, pd_finetune=None,
                  smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
-                 r3_mode: str = "pixel", chunk_size=None, batched: bool = True,
+                 r3_mode: str = "pixel", chunk_size=None, workers=None, batched: bool = True,
                  pad_mode: str = "reflect"):
         super().__init__(net)
         for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):
@@ -222,6 +210,7 @@ class AMSNet(Method):
         _require(smooth_eps > 0, "smooth_eps", smooth_eps, "> 0")
         _require(chunk_size is None or (_is_int(chunk_size) and chunk_size >= 0), "chunk_size", chunk_size,
                  "null or an int >= 0")
+        _require(workers is None or (_is_int(workers) and workers >= 1), "workers", workers, "null or an int >= 1")
         try:
             complementary_masks((1, 1, 2, 2), num_masks, mask_mode, mask_ratio)
         except ValueError as err:
@@ -231,12 +220,12 @@ class AMSNet(Method):
         self.finetune_smooth, self.smooth_weight, self.smooth_eps = finetune_smooth, smooth_weight, smooth_eps
         self.pd_finetune = pd_train if pd_finetune is None else pd_finetune
         self.r3, self.r3_copies, self.r3_ratio, self.r3_mode = r3, r3_copies, r3_ratio, r3_mode
-        self.chunk_size, self.batched, self.pad_mode = chunk_size, batched, pad_mode
+        self.chunk_size, self.workers, self.batched, self.pad_mode = chunk_size, workers, batched, pad_mode
 
     # -- pieces -------------------------------------------------------------------------------
     def _mask_options(self) -> dict:
         return dict(num_masks=self.num_masks, mask_mode=self.mask_mode, mask_ratio=self.mask_ratio,
-                    chunk_size=self.chunk_size, batched=self.batched)
+                    chunk_size=self.chunk_size, batched=self.batched, workers=self.workers)
 
     def multi_mask(self, noisy: torch.Tensor, stride: int | None = None,
                    masks: torch.Tensor | None = None) -> torch.Tensor:

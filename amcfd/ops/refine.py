@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from amcfd.ops.batching import run_in_chunks
+
 REPLACE_MODES = ("pixel", "element")
 
 
@@ -36,14 +38,6 @@ def replacement_masks(shape, copies: int = 8, ratio: float = 0.16, mode: str = "
     size = (b, 1 if mode == "pixel" else c, h, w)
     draws = [torch.rand(size, generator=generator, device=device) < ratio for _ in range(copies)]
     return torch.stack(draws)                                           # (T, B, 1|C, H, W)
-
-
-def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                  chunk: int | None) -> torch.Tensor:
-    """fn over the batch of x, at most ``chunk`` images per call (None or 0: one call)."""
-    if not chunk or chunk >= x.shape[0]:
-        return fn(x)
-    return torch.cat([fn(part) for part in x.split(int(chunk))])
 
 
 def random_replacement_refine(denoised: torch.Tensor, noisy: torch.Tensor,

@@ -1,0 +1,93 @@
+"""Running a batch of independent images through a network: chunks, and CPU workers for the chunks.
+
+Multi-mask inference and R^3 produce many independent images (k branches x T copies x sub-images).
+How they are scheduled decides the speed, and the best schedule differs by device (measured with
+``scripts/bench_amsnet.py``; numbers in the README):
+
+* accelerators: everything in one forward (``chunk_size`` only bounds memory);
+* CPU: one big forward is *slower* than a loop of single forwards (large activations miss the caches
+  and glibc returns buffers above its mmap threshold to the OS after each forward), and the intra-op
+  threads of one small-width forward scale poorly. So CPU inference runs chunks of about
+  ``CPU_PIXELS_PER_FORWARD`` pixels, several chunks at a time, one per worker thread, each worker
+  with its share of the torch threads. The chunks are independent, so the workers never wait for
+  each other; the result is the same as running the chunks one after another.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import torch
+
+# Automatic chunk on CPU (inference only): at most this many pixels per network forward, at least
+# one image. Measured on CPU (small NAFNet/DnCNN): one forward over all k branches and R^3 copies of
+# a 512x512 image was 1.5-3x slower than one image per forward, and still ~1.4x slower at 128x128.
+CPU_PIXELS_PER_FORWARD = 128 * 128
+
+
+def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
+    """Images per forward for images like x: ``chunk_size`` if given (0 = no limit). None = automatic:
+    no limit when training (grad enabled) or on accelerators; on CPU ``CPU_PIXELS_PER_FORWARD`` pixels,
+    at least one image."""
+    if chunk_size is not None:
+        return chunk_size
+    if x.device.type != "cpu" or torch.is_grad_enabled():
+        return 0
+    return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
+
+
+def resolve_workers(workers: int | None, x: torch.Tensor) -> int:
+    """Chunks run at the same time: ``workers`` if given; None = automatic: on CPU without grad,
+    one per torch thread (``torch.get_num_threads()``); else 1 (accelerators, training)."""
+    if workers is not None:
+        return workers
+    if x.device.type != "cpu" or torch.is_grad_enabled():
+        return 1
+    return torch.get_num_threads()
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="amcfd-chunk")
+
+
+def _caller_modes() -> Callable[[], contextlib.ExitStack]:
+    """The caller's thread-local grad / inference / autocast modes, to re-enter in a worker thread."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu")
+
+    def enter() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode() if inference else torch.set_grad_enabled(grad))
+        if autocast:
+            stack.enter_context(torch.autocast("cpu", dtype=dtype))
+        return stack
+    return enter
+
+
+def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  chunk: int | None, workers: int = 1) -> torch.Tensor:
+    """fn over the batch of x, at most ``chunk`` images per call (None or 0: one call); with
+    ``workers`` > 1 that many calls run at once in threads, each with ``get_num_threads() // workers``
+    torch threads. The output is concatenated in order."""
+    if not chunk or chunk >= x.shape[0]:
+        return fn(x)
+    parts = x.split(int(chunk))
+    workers = min(workers, len(parts))
+    if workers <= 1:
+        return torch.cat([fn(part) for part in parts])
+    total = torch.get_num_threads()
+    per_worker = max(1, total // workers)
+    modes = _caller_modes()
+
+    def call(part: torch.Tensor) -> torch.Tensor:
+        torch.set_num_threads(per_worker)             # OpenMP/MKL thread counts are per calling thread
+        with modes():
+            return fn(part)
+    try:
+        return torch.cat(list(_pool(workers).map(call, parts)))
+    finally:
+        torch.set_num_threads(total)                  # restore the default new threads start with
