@@ -2,6 +2,7 @@
 
     python scripts/bench_amsnet.py                                  # defaults below, ~8 min on 2 cores
     python scripts/bench_amsnet.py --steps 200 --finetune-steps 50 --images 3 --skip-timing   # smoke run
+    python scripts/bench_amsnet.py --skip-quality [--tune-malloc]   # speed only (~2 min)
 
 (a) Speed: ms per 512x512 image of the multi-mask pipeline (B, = P) and with R^3 (B-E, = P-E), for
     ``batched_all`` (all branches / copies in one forward), ``batched_1worker`` (the automatic chunks,
@@ -9,7 +10,8 @@
     (the default: those chunks run by one worker thread per torch thread, see amcfd/ops/batching.py),
     optionally ``--chunk-size`` images per forward, and ``looped`` (one forward per branch and per R^3
     copy, the authors' loop, using all torch threads). A warm-up run, then the configurations
-    interleaved, median of ``--reps``. The weights do not change the speed.
+    interleaved, median of ``--reps``, with the median minor page faults per image. The weights do not
+    change the speed. ``--tune-malloc`` keeps freed memory in glibc's heap (fewer page faults).
 (b) Quality: a small denoiser trained self-supervised (AMSNet-B, Eq. 4) on random crops of the CC15
     *noisy* images only, then fine-tuned with the smoothness loss (AMSNet-P, Eq. 10); PSNR and both SSIMs
     against the clean references for the noisy input, B, B-E, P and P-E (all 15 images, 512x512, masks
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import math
+import resource
 import statistics
 import sys
 import time
@@ -125,21 +129,60 @@ def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int | None
     for variant, r3 in (("B", False), ("B-E", True)):
         methods = {name: AMSNet(net, r3=r3, r3_copies=r3_copies, **cfg).eval() for name, cfg in configs.items()}
         times: dict[str, list[float]] = {name: [] for name in methods}
+        faults: dict[str, list[int]] = {name: [] for name in methods}
         for method in methods.values():                               # warm-up
             method.denoise(image)
         for _ in range(reps):
             for name, method in methods.items():
+                faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 method.denoise(image)
                 times[name].append(1000 * (time.perf_counter() - start))
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
         row = {f"{name}_ms": statistics.median(ts) for name, ts in times.items()}
         for name in methods:
             if name.startswith("batched"):
                 row[f"speedup_{name}_vs_looped"] = row["looped_ms"] / row[f"{name}_ms"]
+        row.update({f"{name}_page_faults": statistics.median(fs) for name, fs in faults.items()})
         table[variant] = row
-        print(f"  {variant}: " + ", ".join(f"{k} {v:.0f}" if k.endswith("_ms") else f"{k} {v:.2f}x"
+        print(f"  {variant}: " + ", ".join(f"{k} {v:.0f}" if k.endswith(("_ms", "_faults")) else f"{k} {v:.2f}x"
                                            for k, v in row.items()), flush=True)
     return table
+
+
+def measure_quality(net: torch.nn.Module, args: argparse.Namespace, report: dict) -> dict:
+    """(b): train B, fine-tune P, evaluate noisy / B / B-E / P / P-E; prints the table."""
+    names, noisy, clean = load_pairs(args.data, args.images)
+    print(f"(b) {len(names)} images from {args.data}; training on noisy crops only", flush=True)
+    quality = {"noisy": metrics_of(noisy, clean)}
+    strides = dict(pd_train=args.pd_train, pd_test=args.pd_test)
+    method = AMSNet(net, r3_copies=args.r3_copies, **strides)
+    report["train_sec_B"] = train(method, noisy, args.steps, args.lr, args.batch, args.crop,
+                                  max(1, args.steps // 10), "B")
+    quality["B"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
+    quality["B-E"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
+
+    finetuned = AMSNet(copy.deepcopy(net), finetune_smooth=True, smooth_weight=args.smooth_weight,
+                       r3_copies=args.r3_copies, **strides)
+    report["train_sec_P"] = train(finetuned, noisy, args.finetune_steps, args.finetune_lr, args.batch, args.crop,
+                                  max(1, args.finetune_steps // 5), "P")
+    quality["P"] = evaluate(finetuned, noisy, clean, r3=False, seed=args.seed)
+    quality["P-E"] = evaluate(finetuned, noisy, clean, r3=True, seed=args.seed)
+    print(f"\n{'':6s} {'PSNR':>7s} {'SSIM(skimage)':>14s} {'SSIM(MATLAB)':>13s}")
+    for name, row in quality.items():
+        print(f"{name:6s} {row['psnr']:7.2f} {row['ssim']:14.4f} {row['ssim_matlab']:13.4f}")
+    return quality
+
+
+def tune_glibc_malloc() -> None:
+    """glibc only: keep freed memory in one arena (mmap threshold 1 GiB, no trimming, one arena), so
+    large activations are reused instead of unmapped and page-faulted back in at every forward."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+          and libc.mallopt(m_arena_max, 1))
+    if not ok:
+        raise RuntimeError("mallopt refused the settings")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,10 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per configuration")
     p.add_argument("--chunk-size", type=int, default=None, help="also time batched with N images per forward")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="glibc: reuse freed memory instead of returning it (see tune_glibc_malloc)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_amsnet.json")
     args = p.parse_args(argv)
 
+    if args.tune_malloc:
+        tune_glibc_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -185,32 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         report["timing_ms"] = time_inference(net.eval(), args.time_size, args.reps, args.chunk_size,
                                              args.r3_copies)
 
-    names, noisy, clean = load_pairs(args.data, args.images)
-    print(f"(b) {len(names)} images from {args.data}; training on noisy crops only", flush=True)
-    quality = {"noisy": metrics_of(noisy, clean)}
-    strides = dict(pd_train=args.pd_train, pd_test=args.pd_test)
-    method = AMSNet(net, r3_copies=args.r3_copies, **strides)
-    report["train_sec_B"] = train(method, noisy, args.steps, args.lr, args.batch, args.crop,
-                                  max(1, args.steps // 10), "B")
-    quality["B"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
-    quality["B-E"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
-
-    finetuned = AMSNet(copy.deepcopy(net), finetune_smooth=True, smooth_weight=args.smooth_weight,
-                       r3_copies=args.r3_copies, **strides)
-    report["train_sec_P"] = train(finetuned, noisy, args.finetune_steps, args.finetune_lr, args.batch, args.crop,
-                                  max(1, args.finetune_steps // 5), "P")
-    quality["P"] = evaluate(finetuned, noisy, clean, r3=False, seed=args.seed)
-    quality["P-E"] = evaluate(finetuned, noisy, clean, r3=True, seed=args.seed)
-    report["quality"] = quality
+    if not args.skip_quality:
+        report["quality"] = measure_quality(net, args, report)
+        if not all(math.isfinite(r["psnr"]) for r in report["quality"].values()):
+            print("error: non-finite PSNR", file=sys.stderr)
+            return 1
     report["total_sec"] = time.perf_counter() - started
-
-    print(f"\n{'':6s} {'PSNR':>7s} {'SSIM(skimage)':>14s} {'SSIM(MATLAB)':>13s}")
-    for name, row in quality.items():
-        print(f"{name:6s} {row['psnr']:7.2f} {row['ssim']:14.4f} {row['ssim_matlab']:13.4f}")
     print(f"total {report['total_sec']:.0f} s")
-    if not all(math.isfinite(r["psnr"]) for r in quality.values()):
-        print("error: non-finite PSNR", file=sys.stderr)
-        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

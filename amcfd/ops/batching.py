@@ -25,6 +25,8 @@ import torch
 # one image. Measured on CPU (small NAFNet/DnCNN): one forward over all k branches and R^3 copies of
 # a 512x512 image was 1.5-3x slower than one image per forward, and still ~1.4x slower at 128x128.
 CPU_PIXELS_PER_FORWARD = 128 * 128
+# Automatic workers on CPU: one per torch thread, at most this many (each holds one chunk's activations).
+CPU_MAX_WORKERS = 8
 
 
 def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
@@ -40,12 +42,13 @@ def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
 
 def resolve_workers(workers: int | None, x: torch.Tensor) -> int:
     """Chunks run at the same time: ``workers`` if given; None = automatic: on CPU without grad,
-    one per torch thread (``torch.get_num_threads()``); else 1 (accelerators, training)."""
+    one per torch thread (``torch.get_num_threads()``, at most ``CPU_MAX_WORKERS``); else 1
+    (accelerators, training)."""
     if workers is not None:
         return workers
     if x.device.type != "cpu" or torch.is_grad_enabled():
         return 1
-    return torch.get_num_threads()
+    return min(torch.get_num_threads(), CPU_MAX_WORKERS)
 
 
 @functools.cache
