@@ -31,7 +31,8 @@ REQUIRED = object()  # marker: the key has no default and must be given
 
 DEFAULTS: dict[str, Any] = {
     "name": REQUIRED,            # experiment name: experiments/<name>/, results/<name>/
-    "seed": 0,                   # global seed; rank r uses seed + r for masks and augmentation
+    "seed": 0,                   # global seed; rank r uses seed + r for masks and augmentation;
+                                 # valid.py/test.py draw every image's masks from it
     "device": "auto",            # auto (cuda if available) | cpu | cuda | cuda:N
     "network": REQUIRED,         # {type: <architecture>, **its kwargs}; see amcfd/archs
     "method": {"type": "AMSNet"},  # {type: <training scheme>, **its kwargs}; see amcfd/methods
@@ -259,6 +260,7 @@ def validate(opt: dict, phase: str = "train") -> dict:
     """Fill defaults and check a resolved option dict; returns a new dict. phase: train|valid|test."""
     if not isinstance(opt, dict):
         raise ConfigError("options must be a mapping")
+    method_given = opt.get("method")
     opt = _fill_defaults(opt, DEFAULTS, "")
     if opt["name"] is REQUIRED or not opt["name"]:
         raise ConfigError("missing required option 'name'")
@@ -275,7 +277,11 @@ def validate(opt: dict, phase: str = "train") -> dict:
         if not isinstance(opt["network"], dict) or "type" not in opt["network"]:
             raise ConfigError("option 'network' needs a 'type' key naming a registered architecture")
         _check_registry_entry(resolve_preset(opt["network"]), ARCHS, "network")
-    _check_registry_entry(opt["method"], METHODS, "method")
+    if phase != "train" and opt["path"]["pretrain_network"] and (
+            not method_given or (isinstance(method_given, dict) and "type" not in method_given)):
+        opt["method"] = dict(method_given or {})  # valid/test: type (and training keys) from the checkpoint
+    else:
+        _check_registry_entry(opt["method"], METHODS, "method")
     if not isinstance(opt["datasets"], dict):
         raise ConfigError("option 'datasets' must be a mapping of named sets")
     for key, cfg in opt["datasets"].items():

@@ -92,3 +92,32 @@ def test_checkpoint_that_does_not_fit_is_a_one_line_error(trained):
     assert result.returncode == 2 and "cannot read checkpoint bad.pth" in result.stderr
     other = run("valid.py", "-opt", "test.yml", "--set", "network.type=UNet", "network.n_feature=8", cwd=trained)
     assert other.returncode == 2 and "does not fit UNet" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_test_output_depends_only_on_the_image_and_the_seed(trained):
+    rng = np.random.default_rng(1)
+    both, alone = trained / "seed_both", trained / "seed_alone"
+    both.mkdir()
+    alone.mkdir()
+    image = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
+    cv2.imwrite(str(both / "a_first.png"), rng.integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    cv2.imwrite(str(both / "b_second.png"), image)
+    cv2.imwrite(str(alone / "b_second.png"), image)
+    outputs = {}
+    for name, folder, extra in (("both", both, []), ("alone", alone, []),
+                                ("seed1", alone, ["--set", "seed=1"])):
+        result = run("test.py", "-opt", "test.yml", "--input", folder.name, "--output", f"out_{name}",
+                     "--set", "method.r3=true", *extra, cwd=trained)
+        assert result.returncode == 0, result.stderr
+        outputs[name] = cv2.imread(str(trained / f"out_{name}" / "b_second.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(outputs["both"], outputs["alone"])          # not affected by the image before it
+    assert not np.array_equal(outputs["alone"], outputs["seed1"])     # other seed, other masks
+
+
+def test_method_keys_without_type_apply_to_the_checkpoints_method(trained):
+    result = run("valid.py", "-opt", "test.yml", "--set", "method.r3_copies=2", "--set", "method.r3=true",
+                 cwd=trained)
+    assert result.returncode == 0, result.stderr
+    result = run("valid.py", "-opt", "test.yml", "--set", "method.r3_copie=2", cwd=trained)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "method.r3_copie" in result.stderr.strip().splitlines()[-1]

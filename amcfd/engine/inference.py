@@ -1,6 +1,7 @@
 """Whole-image inference: tiled denoising, building a denoiser from a checkpoint, evaluation."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Callable
@@ -85,9 +86,19 @@ def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_em
     return key
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Random draws inside (masks, R^3 replacements) start from ``seed``, so an image's result does
+    not depend on what was denoised before it; the global RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_denoiser(opt: dict, device: torch.device | None = None):
     """The trained method from ``path.pretrain_network`` (network/method from the options, or from
-    the checkpoint when the options leave them out). Returns (method, denoise_fn)."""
+    the checkpoint when the options leave them out). Returns (method, denoise_fn); denoise_fn draws
+    each image's masks from option ``seed`` (see ``seeded``)."""
     device = device or select_device(opt["device"])
     path = opt["path"]["pretrain_network"]
     if not path:
@@ -99,6 +110,10 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
         if not saved.get("network"):
             raise ConfigError(f"checkpoint {path} does not record its network: set option 'network'")
         opt["network"] = saved["network"]
+    if "type" not in opt["method"]:         # left to the checkpoint (the default method if it has none)
+        from amcfd.options import DEFAULTS
+
+        opt["method"] = {"type": saved.get("method", DEFAULTS["method"])["type"], **opt["method"]}
     if saved.get("method", {}).get("type") == opt["method"]["type"]:  # test-time keys override training's
         from amcfd.options import merge
 
@@ -112,7 +127,8 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
     tile, overlap = opt["test"]["tile"], opt["test"]["tile_overlap"]
 
     def denoise_fn(noisy: torch.Tensor) -> torch.Tensor:
-        return tiled_denoise(method.denoise, noisy.to(device), tile, overlap).clamp(0, 1)
+        with seeded(opt["seed"], device):
+            return tiled_denoise(method.denoise, noisy.to(device), tile, overlap).clamp(0, 1)
 
     return method, denoise_fn
 
