@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -52,7 +53,8 @@ def resolve_workers(workers: int | None, x: torch.Tensor) -> int:
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per size and process (a forked child does not inherit its parent's threads)."""
     return ThreadPoolExecutor(workers, thread_name_prefix="amcfd-chunk")
 
 
@@ -91,6 +93,6 @@ def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         with modes():
             return fn(part)
     try:
-        return torch.cat(list(_pool(workers).map(call, parts)))
+        return torch.cat(list(_pool(workers, os.getpid()).map(call, parts)))
     finally:
         torch.set_num_threads(total)                  # restore the default new threads start with
