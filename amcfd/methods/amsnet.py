@@ -52,7 +52,7 @@ def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | No
 
     All k branches share ``net``; with ``batched`` they run as one batch of k*N images, in chunks of
     at most ``chunk_size`` images (0 = no limit, None = automatic, see ``ops.batching.resolve_chunk``),
-    ``workers`` chunks at a time (None = automatic: the torch threads on CPU, 1 elsewhere); else one
+    ``workers`` chunks at a time (None = automatic, see ``ops.batching.resolve_workers``); else one
     forward per branch (the authors' loop).
     ``masks``: optional keep-masks (k, N, 1|C, h, w); drawn fresh when None.
     ``return_branches``: also return the raw branch outputs (k, N, C, h, w).
@@ -181,7 +181,7 @@ class AMSNet(Method):
         limit; None = automatic: no limit on GPU and in training, ~128x128 pixels per forward (at least
         one image) for CPU inference, which measured fastest there.
       workers: chunks run at once, in threads (CPU inference; peak memory grows with it); None =
-        automatic: one per torch thread on CPU, 1 on GPU and in training.
+        automatic: one per torch thread (at most 8) on CPU, 1 on GPU and in training.
       batched: run branches and R^3 copies as one batch (True), chunked as above, or one forward per
         branch and R^3 copy (the authors' loop).
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
