@@ -186,14 +186,18 @@ class NLOSubnet(nn.Module):
         return x + self.final(up)
 
 
+def _conv_relu_conv(channels: int) -> nn.Sequential:
+    """The residual branch of both transforms (keys ``pre.0``, ``pre.2`` as in the authors' code)."""
+    return nn.Sequential(ConvLayer1(channels, channels, 3), nn.ReLU(inplace=True), ConvLayer1(channels, channels, 3))
+
+
 class TransformFunction(nn.Module):
     """y = conv(x); y + conv(ReLU(conv(y))): image -> feature space."""
 
     def __init__(self, in_channels: int, channels: int):
         super().__init__()
         self.ext = ConvLayer1(in_channels, channels, 3)
-        self.pre = nn.Sequential(ConvLayer1(channels, channels, 3), nn.ReLU(inplace=True),
-                                 ConvLayer1(channels, channels, 3))
+        self.pre = _conv_relu_conv(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.ext(x)
@@ -206,8 +210,7 @@ class InverseTransformFunction(nn.Module):
     def __init__(self, channels: int, out_channels: int):
         super().__init__()
         self.ext = ConvLayer1(channels, out_channels, 3)
-        self.pre = nn.Sequential(ConvLayer1(channels, channels, 3), nn.ReLU(inplace=True),
-                                 ConvLayer1(channels, channels, 3))
+        self.pre = _conv_relu_conv(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ext(x + self.pre(x))

@@ -9,8 +9,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from amcfd.archs import build_arch, load_weights
+from amcfd.data.loader import eval_loader
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import load_checkpoint
+from amcfd.metrics import metric_label
+from amcfd.options import DEFAULTS, merge, split_loader_keys
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 
 
@@ -27,8 +31,6 @@ def build_method(opt: dict, net: nn.Module) -> nn.Module:
 
 
 def build_dataset(cfg: dict, where: str):
-    from amcfd.options import split_loader_keys
-
     dataset_cfg, loader = split_loader_keys(cfg)
     return DATASETS.build(dataset_cfg, where=where), loader
 
@@ -76,8 +78,6 @@ def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_em
                          source: str = "checkpoint") -> str:
     """Load ``network_ema`` (if present and wanted) or ``network`` into net; returns which.
     Weights that do not fit the network are a one-line ConfigError naming ``source``."""
-    from amcfd.archs import load_weights
-
     key = "network_ema" if use_ema and ckpt.get("network_ema") is not None else "network"
     try:
         load_weights(net, ckpt[key], strict=strict)
@@ -111,15 +111,9 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
             raise ConfigError(f"checkpoint {path} does not record its network: set option 'network'")
         opt["network"] = saved["network"]
     if "type" not in opt["method"]:         # left to the checkpoint (the default method if it has none)
-        from amcfd.options import DEFAULTS
-
         opt["method"] = {"type": saved.get("method", DEFAULTS["method"])["type"], **opt["method"]}
     if saved.get("method", {}).get("type") == opt["method"]["type"]:  # test-time keys override training's
-        from amcfd.options import merge
-
         opt["method"] = merge(saved["method"], opt["method"])
-    from amcfd.archs import build_arch
-
     net = build_arch(opt["network"])
     load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"],
                          source=str(path))
@@ -140,8 +134,6 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
 
     Returns {'n', <metric>: mean, 'sec_per_image', 'visuals': [(noisy, denoised, clean), ...]}.
     """
-    from amcfd.data.loader import eval_loader
-
     fns = {name: METRICS.get(name, where="val.metrics") for name in metrics}
     sums = torch.zeros(len(metrics) + 2, dtype=torch.float64)  # metrics..., seconds, count
     shown = []
@@ -175,8 +167,6 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
 
 def format_table(results: dict[str, dict], metrics: list[str]) -> str:
     """Markdown table: one row per set."""
-    from amcfd.metrics import metric_label
-
     head = ["set", "n"] + [metric_label(m) for m in metrics] + ["ms / image"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():

@@ -14,7 +14,6 @@ How they are scheduled decides the speed, and the best schedule differs by devic
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -30,15 +29,17 @@ CPU_PIXELS_PER_FORWARD = 128 * 128
 CPU_MAX_WORKERS = 8
 
 
+def _cpu_inference(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
 def resolve_chunk(chunk_size: int | None, x: torch.Tensor) -> int:
     """Images per forward for images like x: ``chunk_size`` if given (0 = no limit). None = automatic:
     no limit when training (grad enabled) or on accelerators; on CPU ``CPU_PIXELS_PER_FORWARD`` pixels,
     at least one image."""
     if chunk_size is not None:
         return chunk_size
-    if x.device.type != "cpu" or torch.is_grad_enabled():
-        return 0
-    return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
+    return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1])) if _cpu_inference(x) else 0
 
 
 def resolve_workers(workers: int | None, x: torch.Tensor) -> int:
@@ -47,30 +48,13 @@ def resolve_workers(workers: int | None, x: torch.Tensor) -> int:
     (accelerators, training)."""
     if workers is not None:
         return workers
-    if x.device.type != "cpu" or torch.is_grad_enabled():
-        return 1
-    return min(torch.get_num_threads(), CPU_MAX_WORKERS)
+    return min(torch.get_num_threads(), CPU_MAX_WORKERS) if _cpu_inference(x) else 1
 
 
 @functools.cache
 def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     """One pool per size and process (a forked child does not inherit its parent's threads)."""
     return ThreadPoolExecutor(workers, thread_name_prefix="amcfd-chunk")
-
-
-def _caller_modes() -> Callable[[], contextlib.ExitStack]:
-    """The caller's thread-local grad / inference / autocast modes, to re-enter in a worker thread."""
-    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-    autocast = torch.is_autocast_enabled("cpu")
-    dtype = torch.get_autocast_dtype("cpu")
-
-    def enter() -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode() if inference else torch.set_grad_enabled(grad))
-        if autocast:
-            stack.enter_context(torch.autocast("cpu", dtype=dtype))
-        return stack
-    return enter
 
 
 def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -86,11 +70,14 @@ def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         return torch.cat([fn(part) for part in parts])
     total = torch.get_num_threads()
     per_worker = max(1, total // workers)
-    modes = _caller_modes()
+    # grad / inference / autocast modes are thread-local: the caller's are re-entered in each worker
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    autocast, autocast_dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
 
     def call(part: torch.Tensor) -> torch.Tensor:
         torch.set_num_threads(per_worker)             # OpenMP/MKL thread counts are per calling thread
-        with modes():
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast):
             return fn(part)
     try:
         return torch.cat(list(_pool(workers, os.getpid()).map(call, parts)))
