@@ -7,8 +7,8 @@ import torch
 from conftest import load_reference
 
 from amcfd.archs import build_arch, convert_state_dict, load_weights, preset_names
-from amcfd.archs.common import pad_to_multiple
 from amcfd.archs.nafnet import NAFBlock, SimpleGate
+from amcfd.ops.pd import pad_to_multiple
 from amcfd.registry import ARCHS, ConfigError
 
 # reference file -> (registered type, suffixes of the extra input_*/output_* pairs it stores)

@@ -1,25 +1,12 @@
-"""Small pieces shared by the networks: size padding, activation checkpointing, channel LayerNorm."""
+"""Small pieces shared by the networks: activation checkpointing, channel LayerNorm.
+
+Size padding is ``amcfd.ops.pd.pad_to_multiple`` (one place for it).
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
-    """Pad bottom/right so H and W are multiples of ``multiple``; crop back with ``x[..., :H, :W]``.
-
-    Reflect padding cannot exceed the image size minus one; for tiny images it falls back to
-    replicate padding. Inputs that are already divisible are returned unchanged (same tensor).
-    """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    if mode == "reflect" and (pad_h >= h or pad_w >= w):
-        mode = "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)  # (B, C, H + pad_h, W + pad_w)
 
 
 def run_blocks(blocks: nn.Sequential, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:

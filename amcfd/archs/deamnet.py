@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amcfd.archs.common import pad_to_multiple
+from amcfd.ops.pd import pad_to_multiple
 from amcfd.registry import ARCHS, ConfigError
 
 

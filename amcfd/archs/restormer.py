@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amcfd.archs.common import pad_to_multiple, run_blocks
+from amcfd.archs.common import run_blocks
+from amcfd.ops.pd import pad_to_multiple
 from amcfd.registry import ARCHS, ConfigError
 
 
