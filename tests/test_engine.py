@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,12 +116,6 @@ def test_tiled_inference_matches_whole_image_for_pointwise_fn():
     assert all(s[-2] <= 32 and s[-1] <= 32 for s in seen) and len(seen) > 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DDP_WORKER = """
 import os, sys, torch, yaml
 sys.path.insert(0, {repo!r})
@@ -141,15 +134,11 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     (tmp_path / "opt.yml").write_text(yaml.safe_dump(opt))
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER.format(repo=str(REPO), opt=str(tmp_path / "opt.yml"), out=str(tmp_path)))
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+    # torchrun --standalone: the launcher users run; it picks a free rendezvous port itself
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     init = Trainer(copy.deepcopy(tiny_options(tmp_path / "fresh"))).net.state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in w0)  # it did train
