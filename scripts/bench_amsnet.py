@@ -143,6 +143,9 @@ def time_inference(net: torch.nn.Module, size: int, reps: int, chunk: int | None
         for name in methods:
             if name.startswith("batched"):
                 row[f"speedup_{name}_vs_looped"] = row["looped_ms"] / row[f"{name}_ms"]
+        # the same ratio within each repetition (back-to-back runs share the machine's load): median, min
+        paired = [loop / batch for loop, batch in zip(times["looped"], times["batched_auto"])]
+        row["paired_speedup_median"], row["paired_speedup_min"] = statistics.median(paired), min(paired)
         row.update({f"{name}_page_faults": statistics.median(fs) for name, fs in faults.items()})
         table[variant] = row
         print(f"  {variant}: " + ", ".join(f"{k} {v:.0f}" if k.endswith(("_ms", "_faults")) else f"{k} {v:.2f}x"
@@ -161,6 +164,11 @@ def measure_quality(net: torch.nn.Module, args: argparse.Namespace, report: dict
                                   max(1, args.steps // 10), "B")
     quality["B"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
     quality["B-E"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
+    for stride in args.extra_pd_test:                  # the same B network, other inference strides
+        method.pd_test = stride
+        quality[f"B pd{stride}"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
+        quality[f"B-E pd{stride}"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
+    method.pd_test = args.pd_test
 
     finetuned = AMSNet(copy.deepcopy(net), finetune_smooth=True, smooth_weight=args.smooth_weight,
                        r3_copies=args.r3_copies, **strides)
@@ -168,9 +176,9 @@ def measure_quality(net: torch.nn.Module, args: argparse.Namespace, report: dict
                                   max(1, args.finetune_steps // 5), "P")
     quality["P"] = evaluate(finetuned, noisy, clean, r3=False, seed=args.seed)
     quality["P-E"] = evaluate(finetuned, noisy, clean, r3=True, seed=args.seed)
-    print(f"\n{'':6s} {'PSNR':>7s} {'SSIM(skimage)':>14s} {'SSIM(MATLAB)':>13s}")
+    print(f"\n{'':10s} {'PSNR':>7s} {'SSIM(skimage)':>14s} {'SSIM(MATLAB)':>13s}")
     for name, row in quality.items():
-        print(f"{name:6s} {row['psnr']:7.2f} {row['ssim']:14.4f} {row['ssim_matlab']:13.4f}")
+        print(f"{name:10s} {row['psnr']:7.2f} {row['ssim']:14.4f} {row['ssim_matlab']:13.4f}")
     return quality
 
 
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-lr", type=float, default=3e-4, help="AMSNet-P peak learning rate")
     p.add_argument("--pd-train", type=int, default=5, help="PD stride for training (paper: 5)")
     p.add_argument("--pd-test", type=int, default=2, help="PD stride for inference (paper: 2)")
+    p.add_argument("--extra-pd-test", type=int, nargs="*", default=[], metavar="S",
+                   help="also evaluate the B network (B, B-E) at these inference strides")
     p.add_argument("--smooth-weight", type=float, default=0.01, help="lambda of Eq. 10")
     p.add_argument("--batch", type=int, default=2, help="crops per step")
     p.add_argument("--crop", type=int, default=160, help="crop size (multiple of pd_train 5)")
