@@ -8,8 +8,9 @@
     ``batched_all`` (all branches / copies in one forward), ``batched_1worker`` (the automatic chunks,
     on CPU one image per forward for images of 128x128 and up, one after another), ``batched_auto``
     (the default: those chunks run by one worker thread per torch thread, see amcfd/ops/batching.py),
-    optionally ``--chunk-size`` images per forward, and ``looped`` (one forward per branch and per R^3
-    copy, the authors' loop, using all torch threads). A warm-up run, then the configurations
+    optionally ``--chunk-size`` images per forward, and ``looped`` (a Python loop of single-image
+    forwards, one per branch and per R^3 copy, using all torch threads; the authors loop over the
+    branches and batch their 8 R^3 copies). A warm-up run, then the configurations
     interleaved, median of ``--reps``, with the median minor page faults per image. The weights do not
     change the speed. ``--tune-malloc`` keeps freed memory in glibc's heap (fewer page faults).
 (b) Quality: a small denoiser trained self-supervised (AMSNet-B, Eq. 4) on random crops of the CC15

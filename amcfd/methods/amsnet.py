@@ -183,7 +183,7 @@ class AMSNet(Method):
       workers: chunks run at once, in threads (CPU inference; peak memory grows with it); None =
         automatic: one per torch thread (at most 8) on CPU, 1 on GPU and in training.
       batched: run branches and R^3 copies as one batch (True), chunked as above, or one forward per
-        branch and R^3 copy (the authors' loop).
+        branch and R^3 copy (False: a Python loop; the authors loop over branches, batch R^3 copies).
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
     """
 
