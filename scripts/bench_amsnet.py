@@ -169,7 +169,6 @@ def measure_quality(net: torch.nn.Module, args: argparse.Namespace, report: dict
         method.pd_test = stride
         quality[f"B pd{stride}"] = evaluate(method, noisy, clean, r3=False, seed=args.seed)
         quality[f"B-E pd{stride}"] = evaluate(method, noisy, clean, r3=True, seed=args.seed)
-    method.pd_test = args.pd_test
 
     finetuned = AMSNet(copy.deepcopy(net), finetune_smooth=True, smooth_weight=args.smooth_weight,
                        r3_copies=args.r3_copies, **strides)
