@@ -55,9 +55,9 @@ class BaselineBlock(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.gelu(self.conv2(self.conv1(self.norm1(inp))))
         x = self.conv3(x * self.se(x))
-        y = inp + x * self.beta
+        y = torch.addcmul(inp, x, self.beta)
         x = self.conv5(self.gelu(self.conv4(self.norm2(y))))
-        return y + x * self.gamma
+        return torch.addcmul(y, x, self.gamma)
 
 
 class NAFBlock(nn.Module):
@@ -82,9 +82,9 @@ class NAFBlock(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.sg(self.conv2(self.conv1(self.norm1(inp))))  # (B, dw/2, H, W)
         x = self.conv3(x * self.sca(x))
-        y = inp + x * self.beta
+        y = torch.addcmul(inp, x, self.beta)
         x = self.conv5(self.sg(self.conv4(self.norm2(y))))
-        return y + x * self.gamma
+        return torch.addcmul(y, x, self.gamma)
 
 
 class _NAFUNet(nn.Module):
