@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also evaluate the B network (B, B-E) at these inference strides")
     p.add_argument("--smooth-weight", type=float, default=0.01, help="lambda of Eq. 10")
     p.add_argument("--batch", type=int, default=2, help="crops per step")
-    p.add_argument("--crop", type=int, default=160, help="crop size (multiple of pd_train 5)")
+    p.add_argument("--crop", type=int, default=160, help="crop size (cut down to a multiple of --pd-train)")
     p.add_argument("--r3-copies", type=int, default=8, help="R3 copies T")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--time-size", type=int, default=512, help="image size for the timing")

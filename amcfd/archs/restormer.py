@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amcfd.archs.common import run_blocks
+from amcfd.archs.common import LayerNorm2d, run_blocks
 from amcfd.ops.pd import pad_to_multiple
 from amcfd.registry import ARCHS, ConfigError
 
@@ -30,21 +30,6 @@ class _BiasFreeNorm(nn.Module):
         return x / torch.sqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1)
 
 
-class _WithBiasNorm(nn.Module):
-    """Standard LayerNorm over channels (eps 1e-5) with weight and bias."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = x.var(1, keepdim=True, unbiased=False)
-        x = (x - mean) / torch.sqrt(var + 1e-5)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
 class ChannelNorm(nn.Module):
     """Per-pixel LayerNorm over the channels of a (B, C, H, W) map; ``body`` holds the weights."""
 
@@ -53,7 +38,7 @@ class ChannelNorm(nn.Module):
         if layer_norm_type not in ("BiasFree", "WithBias"):
             raise ConfigError(f"unknown option 'LayerNorm_type: {layer_norm_type}' "
                               "(use BiasFree or WithBias)")
-        self.body = _BiasFreeNorm(dim) if layer_norm_type == "BiasFree" else _WithBiasNorm(dim)
+        self.body = _BiasFreeNorm(dim) if layer_norm_type == "BiasFree" else LayerNorm2d(dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
