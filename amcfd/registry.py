@@ -131,7 +131,9 @@ ARCHS = Registry("architecture", modules=[
     "amcfd.archs.restormer", "amcfd.archs.nafnet", "amcfd.archs.dncnn",
     "amcfd.archs.unet", "amcfd.archs.deamnet",
 ])
-METHODS = Registry("method", modules=["amcfd.methods.amsnet"])
+METHODS = Registry("method", modules=[
+    "amcfd.methods.base", "amcfd.methods.amsnet", "amcfd.methods.distill_coarse", "amcfd.methods.distill_fine",
+])
 LOSSES = Registry("loss", modules=["amcfd.losses.basic"])
 DATASETS = Registry("dataset", modules=[
     "amcfd.data.synthetic", "amcfd.data.folders", "amcfd.data.sidd", "amcfd.data.dnd",

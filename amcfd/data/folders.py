@@ -101,11 +101,14 @@ class PairedFolder(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
+    def image_arrays(self, i: int) -> tuple[dict, str, str]:
+        """Whole image ``i`` (not repeated): ({'noisy', 'clean'} arrays, name, source for errors)."""
+        return ({"noisy": self.noisy[i], "clean": self.clean[i]}, self.names[i],
+                f"{self.noisy.paths[i]} / {self.clean.paths[i]}")
+
     def __getitem__(self, index: int) -> dict:
-        i = index % len(self.names)
-        source = f"{self.noisy.paths[i]} / {self.clean.paths[i]}"
-        return make_item({"noisy": self.noisy[i], "clean": self.clean[i]}, self.names[i],
-                         self.crop_size, self.augment, source)
+        arrays, name, source = self.image_arrays(index % len(self.names))
+        return make_item(arrays, name, self.crop_size, self.augment, source)
 
 
 @DATASETS.register()
@@ -146,10 +149,13 @@ class NoisyFolder(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
+    def image_arrays(self, i: int) -> tuple[dict, str, str]:
+        """Whole image ``i`` (not repeated): ({'noisy'} array, name, source for errors)."""
+        return {"noisy": _with_channels(self.noisy[i], self.channels)}, self.names[i], str(self.noisy.paths[i])
+
     def __getitem__(self, index: int) -> dict:
-        i = index % len(self.names)
-        return make_item({"noisy": _with_channels(self.noisy[i], self.channels)}, self.names[i], self.crop_size,
-                         self.augment, str(self.noisy.paths[i]))
+        arrays, name, source = self.image_arrays(index % len(self.names))
+        return make_item(arrays, name, self.crop_size, self.augment, source)
 
 
 def _with_channels(img: np.ndarray, channels: int | None) -> np.ndarray:

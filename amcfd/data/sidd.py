@@ -424,9 +424,13 @@ class SIDDMediumTrain(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
-    def __getitem__(self, index: int) -> dict:
-        i = index % len(self.names)
+    def image_arrays(self, i: int) -> tuple[dict, str, str]:
+        """Whole tile/frame ``i`` (not repeated): ({'noisy'[, 'clean']} arrays, name, source for errors)."""
         arrays = {"noisy": self.noisy[i]}
         if self.clean is not None:
             arrays["clean"] = self.clean[i]
-        return make_item(arrays, self.names[i], self.crop_size, self.augment, str(self.noisy.paths[i]))
+        return arrays, self.names[i], str(self.noisy.paths[i])
+
+    def __getitem__(self, index: int) -> dict:
+        arrays, name, source = self.image_arrays(index % len(self.names))
+        return make_item(arrays, name, self.crop_size, self.augment, source)

@@ -135,7 +135,11 @@ class SyntheticCameraNoise(Dataset):
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
-    def __getitem__(self, index: int) -> dict:
-        i = index % len(self.names)
+    def image_arrays(self, i: int) -> tuple[dict, str, str]:
+        """Whole image ``i`` (not repeated): ({'noisy'[, 'clean']} arrays, name, source for errors)."""
         arrays = {"noisy": self.noisy[i], **({"clean": self.clean[i]} if self.with_clean else {})}
-        return make_item(arrays, self.names[i], self.crop_size, self.augment, f"sample image {self.names[i]}")
+        return arrays, self.names[i], f"sample image {self.names[i]}"
+
+    def __getitem__(self, index: int) -> dict:
+        arrays, name, source = self.image_arrays(index % len(self.names))
+        return make_item(arrays, name, self.crop_size, self.augment, source)

@@ -121,6 +121,7 @@ class Trainer:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
 
         self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
+        self.train_set = self._with_teacher_targets(self.train_set)
         self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items()
                          if k.startswith("val")}
 
@@ -148,6 +149,18 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         return resume
 
+    def _with_teacher_targets(self, dataset):
+        """Distillation: the method's frozen teacher is loaded now (a bad checkpoint fails before training);
+        cached targets are computed once per training image (engine/teacher.py) and delivered in the batches."""
+        targets = self.method.teacher_targets
+        if targets is None or not targets.cached:
+            return dataset
+        from amcfd.engine.teacher import TeacherTargetCache, teacher_cache_folder
+
+        folder = teacher_cache_folder(targets, self.opt["path"]["experiments_root"])
+        return TeacherTargetCache(dataset, targets, folder, self.device,
+                                  progress=dist.is_main() and self.opt["logger"]["progress_bar"])
+
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         self.net.load_state_dict(ckpt["network"])
@@ -156,6 +169,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("network_ema") is not None:
             self.ema.load_state_dict(ckpt["network_ema"])
+        self.method.load_checkpoint_state(ckpt.get("method_state") or {})
         self.iteration, self.best = ckpt["iteration"], ckpt.get("best")
         set_rng_state(ckpt["rng"][min(self.rank, len(ckpt["rng"]) - 1)])
         log.info("resumed from %s at iteration %d", path, self.iteration)
@@ -176,6 +190,7 @@ class Trainer:
                 "network_ema": self.ema.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": states,
+                "method_state": self.method.checkpoint_state(),
             }
             atomic_save(ckpt, self.ckpt_dir / f"iter_{self.iteration:08d}.pth")
             if is_best:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amcfd.registry import METHODS, ConfigError
+
 
 class Method(nn.Module):
     """A self-supervised scheme wrapped around one trainable network ``self.net``.
@@ -16,9 +18,15 @@ class Method(nn.Module):
     * ``denoise(noisy) -> Tensor``: the full inference pipeline on whole images, same shape
       as the input; called under ``torch.no_grad()`` in eval mode.
     * ``on_train_iter(iteration)``: optional per-iteration hook (e.g. teacher refresh).
+    * ``teacher_targets``: None, or an ``engine.teacher.TeacherTargets`` the engine prepares before
+      training (cached teacher outputs per training image, delivered in the batches).
+    * ``checkpoint_state()`` / ``load_checkpoint_state(state)``: extra training state saved in (and
+      restored from) training checkpoints, e.g. a frozen copy of the student that changes on schedule.
 
-    Checkpoints store ``self.net`` only; frozen helpers (teachers) are rebuilt from options.
+    Checkpoints store ``self.net`` (plus ``checkpoint_state()``); teachers are rebuilt from options.
     """
+
+    teacher_targets = None
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -33,3 +41,22 @@ class Method(nn.Module):
 
     def on_train_iter(self, iteration: int) -> None:
         """Called by the engine after every optimizer step (default: nothing)."""
+
+    def checkpoint_state(self) -> dict:
+        """Training state besides ``self.net`` that a resumed run needs (default: none)."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore what ``checkpoint_state`` returned."""
+
+
+@METHODS.register()
+class SinglePass(Method):
+    """A trained single-pass denoiser: ``denoise`` is one forward of ``net`` (no training scheme).
+
+    The method for applying distilled students and imported single-pass weights with test.py and
+    valid.py without their teachers (options/test/student.yml).
+    """
+
+    def forward(self, batch: dict) -> dict:
+        raise ConfigError("method 'SinglePass' only denoises; train a student with DistillCoarse/DistillFine")

@@ -36,3 +36,25 @@ def augment_inverse(x: torch.Tensor, mode: int) -> torch.Tensor:
 def random_mode(generator: torch.Generator | None = None) -> int:
     """A uniformly drawn mode from torch's RNG (seeded per DataLoader worker by torch)."""
     return int(torch.randint(NUM_MODES, (1,), generator=generator))
+
+
+def random_modes(modes: list[int], n: int) -> list[int]:
+    """``n`` modes drawn uniformly (with replacement) from ``modes``, with torch's global RNG."""
+    return [modes[i] for i in torch.randint(len(modes), (n,)).tolist()]
+
+
+def apply_augmented(fn, x: torch.Tensor, modes: list[int]) -> torch.Tensor:
+    """A_b^-1(fn(A_b(x_b))) for every image b of (B, C, H, W) ``x`` with its own mode ``modes[b]``.
+
+    Images that share a mode go through ``fn`` in one call (the self-ensemble target of AM-CFD).
+    """
+    if len(modes) != x.shape[0]:
+        raise ValueError(f"apply_augmented: {len(modes)} modes for a batch of {x.shape[0]}")
+    out = None
+    for mode in sorted(set(modes)):
+        idx = [b for b, m in enumerate(modes) if m == mode]
+        y = augment_inverse(fn(augment(x[idx], mode)), mode)
+        if out is None:
+            out = y.new_empty((x.shape[0], *y.shape[1:]))
+        out[idx] = y
+    return out

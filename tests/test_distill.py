@@ -1,0 +1,240 @@
+"""AM-CFD distillation: frozen teacher, target cache, coarse and fine methods, resume, the student path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from amcfd.archs import build_arch
+from amcfd.engine.checkpoint import load_checkpoint
+from amcfd.engine.teacher import FrozenTeacher, TeacherTargetCache, TeacherTargets
+from amcfd.engine.trainer import Trainer
+from amcfd.methods.distill_fine import DistillFine
+from amcfd.ops.augment import apply_augmented, augment
+from amcfd.ops.bilateral import bilateral_filter
+from amcfd.options import validate
+from amcfd.registry import DATASETS, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_NET = {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3}
+TRAIN_SET = {"type": "SyntheticCameraNoise", "images": ["astronaut", "coffee"], "scale": 0.2, "crop_size": 24,
+             "augment": True, "repeat": 4, "batch_size": 2, "num_workers": 0}
+
+
+def save_teacher(path: Path, identity: bool = False, seed: int = 0) -> Path:
+    """A tiny AMSNet checkpoint in our format; ``identity``: the network returns its input exactly
+    (DnCNN's output is x - body(x); a zero last conv makes body(x) = 0), used with SinglePass."""
+    torch.manual_seed(seed)
+    net = build_arch(TINY_NET)
+    if identity:
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        torch.nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            torch.nn.init.zeros_(last.bias)
+    method = {"type": "SinglePass"} if identity else {"type": "AMSNet", "pd_train": 2, "pd_test": 2}
+    torch.save({"network": net.state_dict(), "opt": {"network": TINY_NET, "method": method}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    return save_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pth")
+
+
+def distill_options(root: Path, method: dict, total_iter: int = 4, **extra) -> dict:
+    opt = {
+        "name": "distill", "seed": 1, "device": "cpu", "network": TINY_NET, "method": method,
+        "datasets": {"train": dict(TRAIN_SET)},
+        "train": {"total_iter": total_iter, "lr": 1e-3},
+        "val": {"val_freq": 0},
+        "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "keep_last": 5, "use_tb_logger": False,
+                   "progress_bar": False},
+        "path": {"experiments_root": str(root)},
+        **extra,
+    }
+    return validate(opt, "train")
+
+
+def coarse(checkpoint: Path, teacher: dict | None = None, **kw) -> dict:
+    return {"type": "DistillCoarse", "teacher": {"checkpoint": str(checkpoint), **(teacher or {})},
+            "bilateral": {"d": 5, "sigma_color": 20.0, "sigma_space": 3.0}, **kw}
+
+
+# ----------------------------------------------------------------------------- the teacher
+def test_teacher_defaults_to_amsnet_pe_and_settings_override(teacher_ckpt):
+    pe = FrozenTeacher(str(teacher_ckpt))
+    assert (pe.method.pd_test, pe.method.r3) == (2, True)
+    b = FrozenTeacher(str(teacher_ckpt), method={"r3": False, "pd_test": 1})
+    assert (b.method.pd_test, b.method.r3) == (1, False)
+    assert pe.key() != b.key()
+    assert all(not p.requires_grad for p in pe.parameters())
+
+
+def test_teacher_options_are_checked_before_loading(tmp_path):
+    with pytest.raises(ConfigError, match="method.teacher.*checkpoint"):
+        FrozenTeacher.check_options({"method": {}})
+    with pytest.raises(ConfigError, match="method.teacher.tiel"):
+        FrozenTeacher.check_options({"checkpoint": "x.pth", "tiel": 3})
+    with pytest.raises(ConfigError, match="does not exist"):
+        FrozenTeacher(str(tmp_path / "missing.pth"))
+
+
+def test_teacher_is_frozen_during_distillation(tmp_path, teacher_ckpt):
+    trainer = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, targets="online"), total_iter=3))
+    teacher = trainer.method.teacher
+    before = {k: v.clone() for k, v in teacher.method.state_dict().items()}
+    student_before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.train()
+    assert teacher.calls > 0
+    for key, value in teacher.method.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(not torch.equal(v, student_before[k]) for k, v in trainer.net.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- the target cache
+def test_second_run_reuses_cached_targets_and_a_changed_setting_recomputes(tmp_path, teacher_ckpt):
+    first = Trainer(distill_options(tmp_path, coarse(teacher_ckpt)))
+    assert first.method.teacher.calls > 0                     # computed before training
+    first.train()
+    files = sorted((tmp_path / "teacher_targets").rglob("*.npy"))
+    assert len(files) == 2                                     # one per training image
+    second = Trainer(distill_options(tmp_path, coarse(teacher_ckpt)))
+    second.train()
+    assert second.method.teacher.calls == 0
+    third = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, teacher={"method": {"r3": False}})))
+    assert third.method.teacher.calls > 0
+    assert len(sorted((tmp_path / "teacher_targets").rglob("*.npy"))) == 4
+    other_modes = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, aug_modes=[4])))
+    assert other_modes.method.teacher.calls > 0
+
+
+def test_cached_crops_of_noisy_bilateral_and_targets_stay_aligned(tmp_path):
+    """With an identity teacher every target equals the noisy crop exactly, whatever crop and flip."""
+    teacher = FrozenTeacher(str(save_teacher(tmp_path / "identity.pth", identity=True)))
+    bf_opts = {"d": 5, "sigma_color": 20.0, "sigma_space": 3.0}
+    dataset = DATASETS.build({**{k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")}})
+    cache = TeacherTargetCache(dataset, TeacherTargets(teacher, [1, 5], bf_opts), tmp_path / "cache",
+                               torch.device("cpu"), progress=False)
+    full = {name: torch.from_numpy(dataset.noisy[i]).permute(2, 0, 1)[None] for i, name in enumerate(dataset.names)}
+    full_bf = {name: bilateral_filter(x, **bf_opts)[0] for name, x in full.items()}
+    for index in range(6):
+        torch.manual_seed(index)
+        item = cache[index]
+        assert item["aug_mode"] in (1, 5)
+        assert torch.equal(item["target"], item["noisy"])
+        assert torch.equal(item["target_aug"], item["noisy"])
+        found = False                                   # the bf crop is the same window of BF(whole image)
+        for mode in range(8):
+            ref = augment(full_bf[item["name"]], mode)
+            img = augment(full[item["name"]][0], mode)
+            for top in range(img.shape[-2] - 23):
+                for left in range(img.shape[-1] - 23):
+                    if torch.equal(img[..., top:top + 24, left:left + 24], item["noisy"]):
+                        found = found or torch.allclose(ref[..., top:top + 24, left:left + 24], item["bf"])
+        assert found, index
+
+
+def test_datasets_without_whole_images_ask_for_online_targets(tmp_path, teacher_ckpt):
+    targets = TeacherTargets(FrozenTeacher(str(teacher_ckpt)), [1])
+    with pytest.raises(ConfigError, match="targets: online"):
+        TeacherTargetCache([1, 2], targets, tmp_path, torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_augmented_target_inverse_is_exact():
+    x = torch.rand(8, 3, 6, 10)
+    modes = list(range(8))
+    assert torch.equal(apply_augmented(lambda t: t, x, modes), x)
+    shifted = apply_augmented(lambda t: t.roll(1, dims=-1), x, modes)   # not equivariant: differs per mode
+    assert torch.equal(shifted[0], x[0].roll(1, dims=-1))
+    assert not torch.equal(shifted[1], x[1].roll(1, dims=-1))
+
+
+# ----------------------------------------------------------------------------- fine distillation
+def test_frozen_student_is_replaced_exactly_on_schedule():
+    net = build_arch(TINY_NET)
+    method = DistillFine(net, refresh_every=3)
+    for p in net.parameters():
+        p.data.add_(1.0)
+    for it in (1, 2):
+        method.on_train_iter(it)
+        assert not torch.equal(method.frozen_student.state_dict()["model.0.weight"], net.state_dict()["model.0.weight"])
+    method.on_train_iter(3)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in method.frozen_student.state_dict().items())
+    assert method.refreshed_at == 3
+    assert not any(p.requires_grad for p in method.frozen_student.parameters())
+
+
+def test_fine_distillation_resume_is_bitwise_identical(tmp_path, teacher_ckpt):
+    method = {"type": "DistillFine", "refresh_every": 3}
+    straight = Trainer(distill_options(tmp_path / "a", method, total_iter=7))
+    straight.train()
+    first = Trainer(distill_options(tmp_path / "b", method, total_iter=7))
+    first.train(stop_at=5)                                   # checkpoint at 4, S* replaced at 3
+    saved = load_checkpoint(first.ckpt_dir / "iter_00000004.pth")
+    assert saved["method_state"]["refreshed_at"] == 3
+    resumed = Trainer(distill_options(tmp_path / "b", method, total_iter=7), auto_resume=True)
+    assert resumed.iteration == 4 and resumed.method.refreshed_at == 3
+    resumed.train()
+    for ours, theirs in ((straight.net, resumed.net), (straight.method.frozen_student, resumed.method.frozen_student)):
+        for key, value in ours.state_dict().items():
+            assert torch.equal(value, theirs.state_dict()[key]), key
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_coarse_then_fine_run_lowers_the_loss_and_test_py_uses_the_student(tmp_path, teacher_ckpt):
+    coarse_opt = distill_options(tmp_path, coarse(teacher_ckpt), total_iter=40, name="coarse")
+    coarse_opt["train"]["lr"] = 3e-3
+    trainer = Trainer(coarse_opt)
+    losses = []
+    step = trainer._step
+
+    def record(batch):
+        out = step(batch)
+        losses.append(float(out["l_total"].detach()))
+        return out
+
+    trainer._step = record
+    trainer.train()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    coarse_ckpt = trainer.ckpt_dir / "iter_00000040.pth"
+
+    fine = Trainer(distill_options(tmp_path, {"type": "DistillFine", "refresh_every": 2}, total_iter=4, name="fine",
+                                   path={"experiments_root": str(tmp_path), "pretrain_network": str(coarse_ckpt)}))
+    assert all(torch.equal(v, trainer.net.state_dict()[k]) for k, v in fine.method.frozen_student.state_dict().items())
+    fine.train()
+    fine_ckpt = fine.ckpt_dir / "iter_00000004.pth"
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    import cv2
+
+    cv2.imwrite(str(photos / "a.png"), (np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8))
+    result = subprocess.run([sys.executable, str(REPO / "test.py"), "-opt", str(REPO / "options/test/student.yml"),
+                             "--input", str(photos), "--output", str(tmp_path / "out"),
+                             "--set", f"path.pretrain_network={fine_ckpt}"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = cv2.imread(str(tmp_path / "out" / "a.png"))
+    assert out is not None and out.shape == (40, 52, 3)
+    # SinglePass: test.py's output is exactly one student forward
+    net = build_arch(TINY_NET)
+    net.load_state_dict(load_checkpoint(fine_ckpt)["network"])
+    net.eval()
+    img = cv2.imread(str(photos / "a.png"))[..., ::-1].astype(np.float32) / 255
+    with torch.no_grad():
+        expect = net(torch.from_numpy(img.copy()).permute(2, 0, 1)[None]).clamp(0, 1)
+    expect = np.round(expect[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., ::-1]
+    assert np.abs(out.astype(int) - expect.astype(int)).max() <= 1
+
+
+def test_cpu_option_files_validate():
+    for name in ("distill_coarse.yml", "distill_fine.yml"):
+        raw = yaml.safe_load((REPO / "options/train" / name).read_text())
+        assert raw["name"]
