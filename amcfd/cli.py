@@ -146,7 +146,8 @@ def _valid(argv) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.md").write_text(table + "\n")
     report = {name: {"n": r["n"], "psnr": r["psnr"], "ssim_skimage": r["ssim"], "ssim_matlab": r["ssim_matlab"],
-                     "sec_per_image": r["sec_per_image"]} for name, r in results.items()}
+                     "sec_per_image": r["sec_per_image"], "per_image": r["per_image"]}
+              for name, r in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out_dir / 'metrics.json'}")
 

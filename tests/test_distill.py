@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from amcfd.archs import build_arch
 from amcfd.engine.checkpoint import load_checkpoint
@@ -102,14 +101,18 @@ def test_second_run_reuses_cached_targets_and_a_changed_setting_recomputes(tmp_p
     first = Trainer(distill_options(tmp_path, coarse(teacher_ckpt)))
     assert first.method.teacher.calls > 0                     # computed before training
     first.train()
-    files = sorted((tmp_path / "teacher_targets").rglob("*.npy"))
-    assert len(files) == 2                                     # one per training image
+    cache = tmp_path / "teacher_targets"
+    assert len(list(cache.glob("teacher-*/*.npy"))) == len(list(cache.glob("bilateral-*/*.npy"))) == 2  # per image
     second = Trainer(distill_options(tmp_path, coarse(teacher_ckpt)))
     second.train()
     assert second.method.teacher.calls == 0
     third = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, teacher={"method": {"r3": False}})))
     assert third.method.teacher.calls > 0
-    assert len(sorted((tmp_path / "teacher_targets").rglob("*.npy"))) == 4
+    assert len(list(cache.glob("teacher-*/*.npy"))) == 4 and len(list(cache.glob("bilateral-*/*.npy"))) == 2
+    other_filter = coarse(teacher_ckpt)
+    other_filter["bilateral"] = {"d": 3}
+    assert Trainer(distill_options(tmp_path, other_filter)).method.teacher.calls == 0   # only BF recomputed
+    assert len(list(cache.glob("bilateral-*/*.npy"))) == 4
     other_modes = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, aug_modes=[4])))
     assert other_modes.method.teacher.calls > 0
 
@@ -234,7 +237,30 @@ def test_tiny_coarse_then_fine_run_lowers_the_loss_and_test_py_uses_the_student(
     assert np.abs(out.astype(int) - expect.astype(int)).max() <= 1
 
 
-def test_cpu_option_files_validate():
-    for name in ("distill_coarse.yml", "distill_fine.yml"):
-        raw = yaml.safe_load((REPO / "options/train" / name).read_text())
-        assert raw["name"]
+@pytest.mark.parametrize("name", ["distill_coarse.yml", "distill_fine.yml", "distill_coarse_cpu.yml",
+                                  "distill_fine_cpu.yml"])
+def test_distillation_option_files_validate_and_build(tmp_path, teacher_ckpt, name):
+    """Every key of the shipped files is known; the method builds without loading its teacher."""
+    from amcfd.engine.inference import build_method
+    from amcfd.options import load_options
+
+    opt = load_options(REPO / "options/train" / name)
+    if opt.get("path", {}).get("pretrain_network"):
+        opt["path"]["pretrain_network"] = str(teacher_ckpt)
+    if opt["method"]["type"] == "DistillCoarse":
+        opt["method"]["teacher"]["checkpoint"] = str(tmp_path / "not_read_yet.pth")
+    opt["datasets"] = {"train": dict(TRAIN_SET)}
+    opt = validate(opt, "train")
+    method = build_method(opt, build_arch(opt["network"]))
+    assert type(method).__name__ == opt["method"]["type"]
+
+
+def test_teacher_from_a_bare_state_dict_needs_only_its_network(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "bare.pth"
+    torch.save(build_arch(TINY_NET).state_dict(), path)       # e.g. weights as the authors publish them
+    with pytest.raises(ConfigError, match="network"):
+        FrozenTeacher(str(path))
+    teacher = FrozenTeacher(str(path), network=TINY_NET)
+    assert (type(teacher.method).__name__, teacher.method.pd_test, teacher.method.r3) == ("AMSNet", 2, True)
+    assert teacher(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)

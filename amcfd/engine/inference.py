@@ -132,11 +132,12 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
              visuals: int = 0, on_image: Callable | None = None) -> dict:
     """Mean metrics over a paired set, split across ranks and reduced.
 
-    Returns {'n', <metric>: mean, 'sec_per_image', 'visuals': [(noisy, denoised, clean), ...]}.
+    Returns {'n', <metric>: mean, 'sec_per_image', 'visuals': [(noisy, denoised, clean), ...],
+    'per_image': {name: {<metric>: value}} (this rank's images)}.
     """
     fns = {name: METRICS.get(name, where="val.metrics") for name in metrics}
     sums = torch.zeros(len(metrics) + 2, dtype=torch.float64)  # metrics..., seconds, count
-    shown = []
+    shown, per_image = [], {}
     for item in eval_loader(dataset, loader_opts, dist.rank(), dist.world_size()):
         noisy = item["noisy"].to(device)
         if device.type == "cuda":
@@ -149,8 +150,12 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
         sums[-1] += 1
         if "clean" in item:
             clean = item["clean"].to(device)
-            for i, fn in enumerate(fns.values()):
-                sums[i] += float(fn(denoised, clean).sum())
+            values = {m: fn(denoised, clean) for m, fn in fns.items()}          # (B,) each
+            for i, v in enumerate(values.values()):
+                sums[i] += float(v.sum())
+            names = item.get("name", [str(int(sums[-1]) - 1)])
+            for b, name in enumerate(names if isinstance(names, (list, tuple)) else [names]):
+                per_image[str(name)] = {m: float(v.reshape(-1)[b]) for m, v in values.items()}
             if len(shown) < visuals:
                 shown.append((noisy[0].cpu(), denoised[0].cpu(), clean[0].cpu()))
         elif metrics:
@@ -161,7 +166,7 @@ def evaluate(denoise_fn: Callable, dataset, loader_opts: dict, metrics: list[str
     sums = dist.all_reduce_sum(sums)
     n = int(sums[-1])
     result = {"n": n, **{m: float(sums[i]) / max(n, 1) for i, m in enumerate(metrics)},
-              "sec_per_image": float(sums[-2]) / max(n, 1), "visuals": shown}
+              "sec_per_image": float(sums[-2]) / max(n, 1), "visuals": shown, "per_image": per_image}
     return result
 
 

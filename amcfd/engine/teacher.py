@@ -33,6 +33,7 @@ from tqdm import tqdm
 from amcfd.data.imageio import raw_to_float, to_tensor
 from amcfd.data.transforms import make_item
 from amcfd.engine import dist
+from amcfd.engine.checkpoint import load_checkpoint
 from amcfd.engine.inference import build_denoiser, seeded, tiled_denoise
 from amcfd.ops.augment import NUM_MODES, augment, augment_inverse
 from amcfd.ops.bilateral import bilateral_filter
@@ -78,8 +79,7 @@ class FrozenTeacher:
             raise ConfigError(f"option 'method.teacher.checkpoint': file does not exist: {checkpoint}")
         if not isinstance(batch, int) or batch < 1:
             raise ConfigError(f"option 'method.teacher.batch' must be an int >= 1, got {batch!r}")
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-        saved_method = (saved.get("opt") or {}).get("method", {}) if isinstance(saved, dict) else {}
+        saved_method = (load_checkpoint(checkpoint).get("opt") or {}).get("method", {})
         method = dict(method or {})
         if method.get("type", saved_method.get("type", "AMSNet")) == "AMSNet":
             method = {**AMSNET_PE, **method}
@@ -150,16 +150,24 @@ class TeacherTargets:
     bilateral: dict = field(default_factory=dict)
     cached: bool = True
 
-    def compute(self, noisy: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 2 + len(modes), C, H, W): [BF(I_N), T(I_N), T^r(I_N) for r in modes]."""
-        parts = [bilateral_filter(noisy, **self.bilateral), self.teacher(noisy)]
-        parts += [self.teacher.augmented(noisy, m) for m in self.modes]
+    def teacher_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 1 + len(modes), C, H, W): [T(I_N), A^-1(T(A(I_N))) for A in modes]."""
+        parts = [self.teacher(noisy)] + [self.teacher.augmented(noisy, m) for m in self.modes]
         return torch.stack(parts, dim=1)
 
-    def key(self) -> str:
-        text = json.dumps({"teacher": self.teacher.key(), "modes": self.modes, "bilateral": self.bilateral,
-                           "version": CACHE_VERSION}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+    def bilateral_output(self, noisy: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 1, C, H, W): BF(I_N) of the whole image."""
+        return bilateral_filter(noisy, **self.bilateral)[:, None]
+
+    def parts(self) -> dict:
+        """Cached parts: name -> (key of what it depends on, function). The bilateral image does not
+        depend on the teacher, so changing one never recomputes the other."""
+        def key(**what) -> str:
+            return hashlib.sha256(json.dumps({**what, "version": CACHE_VERSION}, sort_keys=True).encode()
+                                  ).hexdigest()[:20]
+
+        return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
+                "bilateral": (key(bilateral=self.bilateral), self.bilateral_output)}
 
 
 def _image_key(name: str, noisy: np.ndarray) -> str:
@@ -170,12 +178,13 @@ def _image_key(name: str, noisy: np.ndarray) -> str:
 
 
 class TeacherTargetCache(Dataset):
-    """A training dataset whose items carry cached teacher targets: 'bf', 'target', 'target_aug'.
+    """A training dataset whose items carry cached targets: 'bf', 'target', 'target_aug' (+ 'aug_mode').
 
     ``dataset`` must expose whole images (``image_arrays(i)``, ``names``, ``crop_size``, ``augment``),
-    as the folder, synthetic and SIDD-Medium datasets do. Each item is a random crop of image i and of
-    its stored targets (one augmentation drawn per item from ``targets.modes``); the dataset's own
-    flips are applied to all of them alike.
+    as the folder, synthetic and SIDD-Medium datasets do. Files: ``folder/teacher-<key>/<image>.npy``
+    (K, H, W, C) with the teacher outputs, ``folder/bilateral-<key>/<image>.npy`` with BF(I_N). Each item
+    is a random crop of image i and of its stored targets, cut together (one augmentation drawn per
+    item from ``targets.modes``); the dataset's own flips are applied to all of them alike.
     """
 
     def __init__(self, dataset, targets: TeacherTargets, folder: str | Path, device: torch.device,
@@ -184,38 +193,40 @@ class TeacherTargetCache(Dataset):
             raise ConfigError(f"dataset {type(dataset).__name__} cannot cache teacher targets (it does not expose "
                               f"whole images): set option 'method.targets: online'")
         self.dataset, self.modes = dataset, list(targets.modes)
-        self.folder = Path(folder) / targets.key()
-        self.files = []
+        images = []
         for i in range(len(dataset.names)):
             arrays, name, _ = dataset.image_arrays(i)
-            self.files.append(self.folder / f"{_image_key(name, arrays['noisy'])}.npy")
-        self._fill(targets, device, progress)
+            images.append(f"{_image_key(name, arrays['noisy'])}.npy")
+        self.files = {}
+        for part, (key, compute) in targets.parts().items():
+            self.files[part] = [Path(folder) / f"{part}-{key}" / image for image in images]
+            self._fill(part, compute, targets.teacher, device, progress)
 
-    def _fill(self, targets: TeacherTargets, device: torch.device, progress: bool) -> None:
+    def _fill(self, part: str, compute, teacher: FrozenTeacher, device: torch.device, progress: bool) -> None:
         """Compute the missing files, this rank's share of them, in same-size batches; then wait for all."""
-        missing = [i for i, f in enumerate(self.files) if not f.is_file()]
+        files = self.files[part]
+        missing = [i for i, f in enumerate(files) if not f.is_file()]
         mine = missing[dist.rank()::dist.world_size()]
         if mine:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            log.info("teacher targets: computing %d of %d images into %s", len(missing), len(self.files),
-                     self.folder)
+            files[0].parent.mkdir(parents=True, exist_ok=True)
+            log.info("%s targets: computing %d of %d images into %s", part, len(missing), len(files), files[0].parent)
             by_shape: dict[tuple, list[int]] = {}
             for i in mine:
                 by_shape.setdefault(self._noisy(i).shape, []).append(i)
-            bar = tqdm(total=len(mine), desc="teacher targets", dynamic_ncols=True, file=sys.stderr,
+            bar = tqdm(total=len(mine), desc=f"{part} targets", dynamic_ncols=True, file=sys.stderr,
                        disable=not progress)
             for indices in by_shape.values():
-                for start in range(0, len(indices), targets.teacher.batch):
-                    group = indices[start:start + targets.teacher.batch]
+                for start in range(0, len(indices), teacher.batch):
+                    group = indices[start:start + teacher.batch]
                     noisy = torch.stack([self._noisy(i) for i in group]).to(device)
-                    with seeded(targets.teacher.seed, device):
-                        stacks = targets.compute(noisy).cpu()            # (B, K, C, H, W)
+                    with seeded(teacher.seed, device):
+                        stacks = compute(noisy).cpu()                       # (B, K, C, H, W)
                     for i, stack in zip(group, stacks):
-                        _save_npy(self.files[i], stack.permute(0, 2, 3, 1).numpy())  # (K, H, W, C)
+                        _save_npy(files[i], stack.permute(0, 2, 3, 1).numpy())  # (K, H, W, C)
                     bar.update(len(group))
             bar.close()
         else:
-            log.info("teacher targets: all %d images cached in %s", len(self.files), self.folder)
+            log.info("%s targets: all %d images cached in %s", part, len(files), files[0].parent)
         dist.barrier()
 
     def _noisy(self, i: int) -> torch.Tensor:
@@ -226,11 +237,12 @@ class TeacherTargetCache(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        i = index % len(self.files)
+        i = index % len(self.dataset.names)
         arrays, name, source = self.dataset.image_arrays(i)
-        stored = np.load(self.files[i], mmap_mode="r")                 # (2 + modes, H, W, C) float32
+        teacher = np.load(self.files["teacher"][i], mmap_mode="r")       # (1 + modes, H, W, C) float32
         j = int(torch.randint(len(self.modes), (1,)))
-        arrays = {**arrays, "bf": stored[0], "target": stored[1], "target_aug": stored[2 + j]}
+        arrays = {**arrays, "bf": np.load(self.files["bilateral"][i], mmap_mode="r")[0], "target": teacher[0],
+                  "target_aug": teacher[1 + j]}
         item = make_item(arrays, name, self.dataset.crop_size, self.dataset.augment, source)
         item["aug_mode"] = self.modes[j]
         return item
