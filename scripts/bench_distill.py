@@ -175,8 +175,10 @@ def main(argv=None) -> dict:
     p.add_argument("--synthetic", action="store_true", help="the embedded synthetic demo data instead")
     p.add_argument("--images", type=int, default=None, help="only the first N pairs (training and evaluation)")
     p.add_argument("--work", type=Path, default=None, help="working folder (default results/bench_distill/<set>)")
-    p.add_argument("--pd-train", type=int, default=2, help="teacher PD stride in training (light real noise: 2)")
-    p.add_argument("--pd-test", type=int, default=1, help="teacher PD stride at inference (P-E targets too)")
+    p.add_argument("--pd-train", type=int, default=None,
+                   help="teacher PD stride in training (default: demo.yml's; README: 2 for light real noise)")
+    p.add_argument("--pd-test", type=int, default=None,
+                   help="teacher PD stride at inference, P-E targets too (default: demo.yml's)")
     p.add_argument("--teacher-steps", type=int, default=2500)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=3e-4)
@@ -196,6 +198,9 @@ def main(argv=None) -> dict:
     if args.data:
         args.data = args.data.resolve()
     set_name = "synthetic" if args.synthetic else args.data.name
+    demo_method = load_options(REPO / "options/train/demo.yml")["method"]
+    args.pd_train = args.pd_train or demo_method["pd_train"]
+    args.pd_test = args.pd_test or demo_method["pd_test"]
     work = (args.work or REPO / "results" / "bench_distill" / set_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log: list = []

@@ -1,0 +1,1 @@
+"""Analysis helpers: writing measured results into the repository's documents."""

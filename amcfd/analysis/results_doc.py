@@ -1,0 +1,104 @@
+"""Sections of ``docs/results.md``, each written by the script that measured it.
+
+    update_section("Speed: teacher vs student", table_markdown, "python scripts/bench_speed.py ...")
+
+replaces the section ``## Speed: teacher vs student`` (everything up to the next ``## `` heading) or
+appends it. Every section starts with one provenance line: the command, the git commit (with
+"uncommitted changes" when the work tree differs from it) and the machine (CPU model, cores and
+threads, torch version and threads, GPU if any).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DOC = "docs/results.md"
+_DOC_TITLE = "# Results\n\nMeasured numbers, one section per script; each section names the command that wrote it.\n"
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """``abc1234``, ``abc1234 + uncommitted changes``, or ``unknown`` (no git / not a repository)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain"))  # untracked files count: results may come from them
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} + uncommitted changes" if dirty else commit
+
+
+def cpu_description() -> str:
+    """'<model>, <physical cores> cores / <logical> threads' from /proc/cpuinfo, else platform."""
+    model, cores = None, set()
+    try:
+        physical = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key == "physical id":
+                physical = value
+            elif key == "core id":
+                cores.add((physical, value))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    threads = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
+    text = f"{model}, {len(cores) or '?'} cores / {threads} threads"
+    return text + (f" ({usable} usable)" if usable != threads else "")
+
+
+def machine_description() -> str:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_description()}; torch {torch.__version__} ({torch.get_num_threads()} threads); {gpu}"
+
+
+def provenance_line(command: str, repo: Path = REPO) -> str:
+    return f"Command: `{command}` | commit {git_commit(repo)} | machine: {machine_description()}"
+
+
+def _is_heading(line: str) -> bool:
+    return line.startswith("## ")
+
+
+def update_section(title: str, body: str, command: str, path: str | Path = DEFAULT_DOC,
+                   repo: Path = REPO) -> Path:
+    """Replace the section ``## title`` of ``path`` (relative paths: from the repository root) with the
+    provenance line and ``body``, or append it; creates the file when missing. Returns the path.
+    Headings inside fenced code blocks (```) are not section boundaries."""
+    path = Path(path)
+    if not path.is_absolute():
+        path = repo / path
+    section = [f"## {title}", "", provenance_line(command, repo), "", *body.strip("\n").splitlines(), ""]
+    lines = path.read_text().splitlines() if path.exists() else _DOC_TITLE.splitlines()
+
+    start = end = None
+    fenced = False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or not _is_heading(line):
+            continue
+        if start is None and line.rstrip() == f"## {title}":
+            start = i
+        elif start is not None:
+            end = i
+            break
+    if start is None:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += [""] + section
+    else:
+        lines[start:len(lines) if end is None else end] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return path

@@ -1,0 +1,73 @@
+"""scripts/bench_speed.py in-process with tiny settings, and amcfd.analysis.results_doc.update_section."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from amcfd.analysis.results_doc import update_section
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_speed_smoke(tmp_path):
+    bench = _load_script("bench_speed")
+    docs = tmp_path / "results.md"
+    threads = torch.get_num_threads()
+    try:  # one thread: on a busy shared CPU, 2 spin-waiting OpenMP threads measured 100x slower
+        rc = bench.main(["--pairs", "cpu", "--sizes", "64", "--reps", "1", "--skip-photo", "--devices", "cpu",
+                         "--threads", "1", "--out", str(tmp_path), "--write-docs", "--docs-path", str(docs)])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    report = json.loads((tmp_path / "speed.json").read_text())
+    rows = report["rows"]
+    assert report["complete"] and [r["variant"] for r in rows] == ["B", "B-E", "P-E"]
+    for r in rows:
+        assert r["device"] == "cpu" and r["pair"] == "cpu" and r["size"] == "64x64" and r["reps"] == 1
+        assert r["teacher_ms"] > 0 and r["student_ms"] > 0 and r["ratio"] > 0 and r["paired_ratio"] > 0
+    table = (tmp_path / "speed.md").read_text()
+    assert "| device | pair | size | teacher variant |" in table and "| cpu | cpu | 64x64 | B-E |" in table
+    assert f"## {bench.DOC_TITLE}" in docs.read_text()
+
+
+def test_update_section_appends_replaces_and_keeps_other_sections(tmp_path):
+    doc = tmp_path / "docs" / "results.md"
+    update_section("Speed", "old table", "python a.py", doc)                      # creates the file
+    update_section("Quality", "psnr table\n\n```\n## not a heading\n```", "python b.py", doc)  # appends
+    text = doc.read_text()
+    assert text.startswith("# Results") and text.index("## Speed") < text.index("## Quality")
+    update_section("Speed", "new table", "python a.py --fast", doc)               # replaces in place
+    update_section("Quality", "psnr table 2", "python b.py", doc)                 # fenced '##' not a boundary
+    text = doc.read_text()
+    assert "old table" not in text and "new table" in text and text.count("## Speed") == 1
+    assert "psnr table 2" in text and "not a heading" not in text and text.count("## Quality") == 1
+    assert text.index("## Speed") < text.index("## Quality")
+    lines = text.splitlines()
+    header = lines[lines.index("## Speed") + 2]
+    assert header.startswith("Command: `python a.py --fast` | commit ") and "| machine: " in header
+    assert "torch " in header
+
+
+def test_bench_speed_tiled_photo_path(tmp_path, monkeypatch):
+    bench = _load_script("bench_speed")
+    monkeypatch.setattr(bench, "PHOTO", (80, 112))  # a tiny "photo": 2 x 2 tiles of 64 with overlap 16
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--pairs", "cpu", "--sizes", "32", "--reps", "1", "--reps-slow", "1", "--skip-pe",
+                    "--tile", "64", "--tile-overlap", "16", "--devices", "cpu", "--threads", "1",
+                    "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [(r["size"], r["variant"]) for r in rows] == [("32x32", "B"), ("32x32", "B-E"), ("112x80 tiled 64", "B-E")]
+    assert all(r["teacher_ms"] > 0 and r["student_ms"] > 0 and r["reps"] == 1 for r in rows)
