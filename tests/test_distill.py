@@ -83,6 +83,18 @@ def test_teacher_options_are_checked_before_loading(tmp_path):
         FrozenTeacher(str(tmp_path / "missing.pth"))
 
 
+def test_bad_filter_or_map_values_are_option_errors(teacher_ckpt):
+    from amcfd.methods.distill_coarse import DistillCoarse
+
+    net = build_arch(TINY_NET)
+    with pytest.raises(ConfigError, match="method.texture.*low"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, texture={"low": 0.5, "high": 0.1})
+    with pytest.raises(ConfigError, match="method.bilateral.sigma"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, bilateral={"sigma_space": "wide"})
+    with pytest.raises(ConfigError, match="method.aug_modes"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, aug_modes=[1, 9])
+
+
 def test_teacher_is_frozen_during_distillation(tmp_path, teacher_ckpt):
     trainer = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, targets="online"), total_iter=3))
     teacher = trainer.method.teacher

@@ -70,8 +70,14 @@ class DistillCoarse(Method):
             if w < 0:
                 raise ConfigError(f"option 'method.{name}' must be >= 0, got {w!r}")
         self.bilateral, self.texture = {**BILATERAL_DEFAULTS, **(bilateral or {})}, dict(texture or {})
-        check_kwargs(bilateral_filter, self.bilateral, "method.bilateral")
-        check_kwargs(texture_map, self.texture, "method.texture")
+        probe = torch.zeros(1, 3, 4, 4)
+        for name, fn, kwargs in (("bilateral", bilateral_filter, self.bilateral),
+                                 ("texture", texture_map, self.texture)):
+            check_kwargs(fn, kwargs, f"method.{name}")
+            try:                                          # values too (e.g. low > high), before any training
+                fn(probe, **kwargs)
+            except ValueError as err:
+                raise ConfigError(f"option 'method.{name}': {err}") from None
         self.aug_modes = check_modes(list(aug_modes), "method.aug_modes")
         self.cached = targets == "cache"
         self.bf_weight, self.ga_weight, self.bf_norm, self.ga_norm = bf_weight, ga_weight, bf_norm, ga_norm
