@@ -16,7 +16,8 @@ comes from ``valid.py`` on the noisy/clean pairs. Training reads only the noisy 
 4. Fine student: options/train/distill_fine_cpu.yml from the coarse student.
 
 The final checkpoint of each stage is used (never the one a clean-image validation liked best).
-Reported: PSNR and both SSIMs of the noisy input, teacher B / B-E / P-E, coarse and fine student, per
+Reported: PSNR and both SSIMs of the noisy input, the bilateral filter alone (DistillCoarse's BF(I_N), a
+classical reference), teacher B / B-E / P-E, coarse and fine student, per
 image and mean, written to ``--work``/report.json and .md; ``--write-docs`` also updates
 docs/results.md. Data under ../shared is read in place (non-commercial licence), never copied.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +39,8 @@ sys.path.insert(0, str(REPO))
 from amcfd.options import load_options  # noqa: E402
 
 METRICS = ("psnr", "ssim_skimage", "ssim_matlab")
-ROWS = ("noisy input", "teacher B", "teacher B-E", "teacher P-E", "coarse student", "fine student")
+ROWS = ("noisy input", "bilateral filter", "teacher B", "teacher B-E", "teacher P-E", "coarse student",
+        "fine student")
 
 
 def write_options(opt: dict, path: Path) -> Path:
@@ -46,14 +49,14 @@ def write_options(opt: dict, path: Path) -> Path:
     return path
 
 
-def run(script: str, option_file: Path, work: Path, log: list) -> float:
-    """Run train.py / valid.py on an option file in ``work``; returns seconds; fails loudly."""
+def run(script: str, option_file: Path, work: Path, log: dict) -> float:
+    """Run train.py / valid.py on an option file in ``work``; its seconds go to ``log``; fails loudly."""
     cmd = [sys.executable, str(REPO / script), "-opt", str(option_file)]
     start = time.perf_counter()
     print("$", " ".join(cmd[1:]), flush=True)
     result = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    log.append({"command": " ".join(cmd[1:]), "seconds": round(seconds, 1)})
+    log[option_file.stem] = round(seconds, 1)
     if result.returncode != 0:
         sys.exit(f"{script} failed ({option_file}):\n{result.stderr[-3000:]}")
     return seconds
@@ -64,6 +67,13 @@ def last_checkpoint(work: Path, name: str, steps: int) -> Path:
     if not path.is_file():
         sys.exit(f"missing checkpoint {path}")
     return path
+
+
+def stage_minutes(work: Path, name: str) -> float:
+    """A stage's training time from its files: options.yml (written at start) to the newest checkpoint."""
+    folder = work / "experiments" / name
+    end = max(p.stat().st_mtime for p in (folder / "models").glob("iter_*.pth"))
+    return (end - (folder / "options.yml").stat().st_mtime) / 60
 
 
 def train_set(args) -> dict:
@@ -142,14 +152,15 @@ def evaluation_options(args, work: Path) -> dict:
     return rows
 
 
-def noisy_metrics(args) -> dict:
-    """The noisy input's own scores, with valid.py's metric functions."""
+def reference_metrics(args, fn) -> dict:
+    """Scores of a fixed function of the noisy image (the input itself, the bilateral filter), with the
+    evaluation of valid.py (``engine.inference.evaluate``) and its metric functions."""
+    import torch
+
     from amcfd.engine.inference import build_dataset, evaluate
 
     dataset, loader = build_dataset(eval_set(args), "datasets.val_set")
-    import torch
-
-    r = evaluate(lambda x: x, dataset, loader, ["psnr", "ssim", "ssim_matlab"], torch.device("cpu"))
+    r = evaluate(fn, dataset, loader, ["psnr", "ssim", "ssim_matlab"], torch.device("cpu"))
     return {"n": r["n"], "psnr": r["psnr"], "ssim_skimage": r["ssim"], "ssim_matlab": r["ssim_matlab"],
             "per_image": {k: {"psnr": v["psnr"], "ssim_skimage": v["ssim"], "ssim_matlab": v["ssim_matlab"]}
                           for k, v in r["per_image"].items()}}
@@ -203,7 +214,7 @@ def main(argv=None) -> dict:
     args.pd_test = args.pd_test or demo_method["pd_test"]
     work = (args.work or REPO / "results" / "bench_distill" / set_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    log: list = []
+    log: dict = {}
     retrain = False
     for name, opt in stage_options(args, work).items():
         retrain = retrain or (args.rerun is not None and (not args.rerun or name in args.rerun))
@@ -213,10 +224,16 @@ def main(argv=None) -> dict:
             continue
         retrain = True                                 # and every later stage is trained again
         run("train.py", write_options(opt, work / "options" / f"{name}.yml"), work, log)
-    rows = {"noisy input": noisy_metrics(args)}
+    from amcfd.methods.distill_coarse import BILATERAL_DEFAULTS
+    from amcfd.ops.bilateral import bilateral_filter
+
+    rows = {"noisy input": reference_metrics(args, lambda x: x),
+            "bilateral filter": reference_metrics(args, lambda x: bilateral_filter(x, **BILATERAL_DEFAULTS))}
     for row, opt in evaluation_options(args, work).items():
-        run("valid.py", write_options(opt, work / "options" / f"{opt['name']}.yml"), work, log)
-        rows[row] = json.loads((work / "results" / opt["name"] / "metrics.json").read_text())["val_set"]
+        metrics = work / "results" / opt["name"] / "metrics.json"
+        if retrain or not metrics.is_file():           # evaluations of kept stages are kept too
+            run("valid.py", write_options(opt, work / "options" / f"{opt['name']}.yml"), work, log)
+        rows[row] = json.loads(metrics.read_text())["val_set"]
     report = {"set": set_name, "images": rows["noisy input"]["n"], "args": {k: str(v) for k, v in vars(args).items()},
               "runs": log, "rows": rows}
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -226,10 +243,12 @@ def main(argv=None) -> dict:
     if args.write_docs:
         from amcfd.analysis.results_doc import update_section
 
-        minutes = sum(r["seconds"] for r in log) / 60
+        stages = ", ".join(f"{name} {stage_minutes(work, name):.1f}" for name in ("teacher_b", "teacher_p", "coarse",
+                                                                                  "fine"))
         where = work.relative_to(REPO) if work.is_relative_to(REPO) else work
-        body = (f"{report['images']} images; training reads only the noisy images; all stages on this machine's CPU "
-                f"in {minutes:.0f} min. Stage option files: {where}/options/.\n\n{text}")
+        body = (f"{report['images']} images; training reads only the noisy images; every stage on this machine's "
+                f"CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (minutes per stage, options.yml to final checkpoint, target cache included: "
+                f"{stages}). Stage option files: {where}/options/.\n\n{text}")
         update_section(f"AM-CFD distillation at a CPU budget: {set_name}", body,
                        "python scripts/bench_distill.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return report
