@@ -247,7 +247,8 @@ def main(argv=None) -> dict:
                                                                                   "fine"))
         where = work.relative_to(REPO) if work.is_relative_to(REPO) else work
         body = (f"{report['images']} images; training reads only the noisy images; every stage on this machine's "
-                f"CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (minutes per stage, options.yml to final checkpoint, target cache included: "
+                f"CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (minutes per stage, options.yml to "
+                f"final checkpoint, target cache included: "
                 f"{stages}). Stage option files: {where}/options/.\n\n{text}")
         update_section(f"AM-CFD distillation at a CPU budget: {set_name}", body,
                        "python scripts/bench_distill.py " + " ".join(argv if argv is not None else sys.argv[1:]))
