@@ -29,7 +29,7 @@ Threads: on a CPU shared with other jobs, use --threads 1: spin-waiting OpenMP t
 2-thread forwards measured up to 100x slower than 1-thread ones there (the load average is recorded).
 Output: the table on stdout, in OUT/speed.md and OUT/speed.json (OUT = --out, default results/bench_speed;
 both rewritten after every case, "complete": false until the run ends);
-with --write-docs also the section "Speed: AMSNet teacher vs single-pass student" of docs/results.md.
+with --write-docs also the section "Speed: AMSNet teacher vs single-pass student (<pairs>)" of docs/results.md.
 """
 from __future__ import annotations
 
@@ -191,7 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_speed",
                    help="folder for speed.md and speed.json")
-    p.add_argument("--write-docs", action="store_true", help=f"write the section '{DOC_TITLE}' of docs/results.md")
+    p.add_argument("--write-docs", action="store_true",
+                   help=f"write the section '{DOC_TITLE} (<pairs>)' of docs/results.md")
     p.add_argument("--docs-path", type=Path, default=Path("docs/results.md"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -268,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = write_outputs(rows, meta, args.out, complete=True)
     print(f"wrote {args.out / 'speed.md'} and {args.out / 'speed.json'}")
     if args.write_docs:
-        path = update_section(DOC_TITLE, f"{table}\n\n{notes}", command, args.docs_path)
-        print(f"wrote section '{DOC_TITLE}' of {path}")
+        title = f"{DOC_TITLE} ({' and '.join(args.pairs)} pair{'s' if len(args.pairs) > 1 else ''})"
+        path = update_section(title, f"{table}\n\n{notes}", command, args.docs_path)
+        print(f"wrote section '{title}' of {path}")
     return 0
 
 if __name__ == "__main__":
