@@ -219,11 +219,13 @@ def main(argv=None) -> dict:
     for name, opt in stage_options(args, work).items():
         retrain = retrain or (args.rerun is not None and (not args.rerun or name in args.rerun))
         done = work / "experiments" / name / "models" / f"iter_{opt['train']['total_iter']:08d}.pth"
-        if done.is_file() and not retrain:             # a finished stage is kept (same work folder and steps)
+        option_file = work / "options" / f"{name}.yml"
+        same = option_file.is_file() and option_file.read_text() == yaml.safe_dump(opt, sort_keys=False)
+        if done.is_file() and same and not retrain:    # a finished stage with the same options is kept
             print(f"kept {done}", flush=True)
             continue
         retrain = True                                 # and every later stage is trained again
-        run("train.py", write_options(opt, work / "options" / f"{name}.yml"), work, log)
+        run("train.py", write_options(opt, option_file), work, log)
     from amcfd.methods.distill_coarse import BILATERAL_DEFAULTS
     from amcfd.ops.bilateral import bilateral_filter
 
