@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from amcfd.options import load_options  # noqa: E402
+from amcfd.options import apply_overrides, load_options  # noqa: E402
 
 METRICS = ("psnr", "ssim_skimage", "ssim_matlab")
 ROWS = ("noisy input", "bilateral filter", "teacher B", "teacher B-E", "teacher P-E", "coarse student",
@@ -130,7 +130,8 @@ def stage_options(args, work: Path) -> dict:
     f["val"] = {"val_freq": 0}
     f["logger"] = {**f.get("logger", {}), **quiet, "save_checkpoint_freq": args.fine_steps}
     f["path"] = {"pretrain_network": str(work / "experiments/coarse/models" / f"iter_{args.coarse_steps:08d}.pth")}
-    return {"teacher_b": b, "teacher_p": p, "coarse": c, "fine": f}
+    c = apply_overrides(c, args.coarse_set)
+    return {"teacher_b": b, "teacher_p": p, "coarse": c, "fine": apply_overrides(f, args.fine_set)}
 
 
 def evaluation_options(args, work: Path) -> dict:
@@ -197,6 +198,10 @@ def main(argv=None) -> dict:
     p.add_argument("--coarse-steps", type=int, default=2000)
     p.add_argument("--fine-steps", type=int, default=1000)
     p.add_argument("--student-preset", default=None, help="NAFNet preset of the student (default: the option file's)")
+    p.add_argument("--coarse-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides of the coarse stage's options (e.g. method.bf_weight=0.5)")
+    p.add_argument("--fine-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides of the fine stage's options (e.g. method.refresh_every=50)")
     p.add_argument("--crop", type=int, default=120)
     p.add_argument("--batch", type=int, default=2, help="teacher crops per step")
     p.add_argument("--student-batch", type=int, default=4, help="student crops per step")
