@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
     work = (args.work or REPO / "results" / "bench_distill" / set_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log: dict = {}
-    retrain = False
+    retrain, trained = False, set()
     for name, opt in stage_options(args, work).items():
         retrain = retrain or (args.rerun is not None and (not args.rerun or name in args.rerun))
         done = work / "experiments" / name / "models" / f"iter_{opt['train']['total_iter']:08d}.pth"
@@ -230,6 +230,7 @@ def main(argv=None) -> dict:
             print(f"kept {done}", flush=True)
             continue
         retrain = True                                 # and every later stage is trained again
+        trained.add(name)
         run("train.py", write_options(opt, option_file), work, log)
     from amcfd.methods.distill_coarse import BILATERAL_DEFAULTS
     from amcfd.ops.bilateral import bilateral_filter
@@ -238,7 +239,8 @@ def main(argv=None) -> dict:
             "bilateral filter": reference_metrics(args, lambda x: bilateral_filter(x, **BILATERAL_DEFAULTS))}
     for row, opt in evaluation_options(args, work).items():
         metrics = work / "results" / opt["name"] / "metrics.json"
-        if retrain or not metrics.is_file():           # evaluations of kept stages are kept too
+        stage = Path(opt["path"]["pretrain_network"]).parents[1].name
+        if stage in trained or not metrics.is_file():  # evaluations of kept stages are kept too
             run("valid.py", write_options(opt, work / "options" / f"{opt['name']}.yml"), work, log)
         rows[row] = json.loads(metrics.read_text())["val_set"]
     report = {"set": set_name, "images": rows["noisy input"]["n"], "args": {k: str(v) for k, v in vars(args).items()},
