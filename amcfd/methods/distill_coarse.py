@@ -103,7 +103,7 @@ class DistillCoarse(Method):
         if "target" in batch:
             return batch["bf"], batch["target"], batch["target_aug"]
         noisy = batch["noisy"]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
             return (bilateral_filter(noisy, **self.bilateral), self.teacher(noisy),
                     apply_augmented(self.teacher, noisy, modes))
