@@ -64,7 +64,7 @@ class FrozenTeacher:
         network: the network entry, when the checkpoint does not record it.
         tile, tile_overlap: tiled inference of large photos (0 = whole images).
         use_ema: use the EMA weights when the checkpoint has them.
-        seed: cached targets draw the teacher's masks from this seed (same image, same targets).
+        seed: the cached targets draw the teacher's masks from this seed (reproducible runs).
         batch: images per teacher call when the targets are cached.
         cache_dir: folder of the cached targets (null = <experiments_root>/teacher_targets, shared by
             the experiments of that root: files are keyed by teacher and image).
