@@ -62,7 +62,8 @@ class FrozenTeacher:
         method: keys merged over the checkpoint's method options; for an AMSNet checkpoint the default
             is AMSNet-P-E ({pd_test: 2, r3: true}); e.g. {pd_test: 1} or {r3: false} override it.
         network: the network entry, when the checkpoint does not record it.
-        tile, tile_overlap: tiled inference of large photos (0 = whole images).
+        tile, tile_overlap: tiled inference of large photos (0 = whole images; set e.g. 512 when the
+            training photos have several megapixels: the teacher's memory grows with the image).
         use_ema: use the EMA weights when the checkpoint has them.
         seed: the cached targets draw the teacher's masks from this seed (reproducible runs).
         batch: images per teacher call when the targets are cached.
