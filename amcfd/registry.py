@@ -129,7 +129,7 @@ class Registry:
 # The registries and the modules that fill them (explicit, imported on first use).
 ARCHS = Registry("architecture", modules=[
     "amcfd.archs.restormer", "amcfd.archs.nafnet", "amcfd.archs.dncnn",
-    "amcfd.archs.unet", "amcfd.archs.deamnet",
+    "amcfd.archs.unet", "amcfd.archs.deamnet", "amcfd.archs.dbsn", "amcfd.archs.ambsn",
 ])
 METHODS = Registry("method", modules=[
     "amcfd.methods.base", "amcfd.methods.amsnet", "amcfd.methods.distill_coarse", "amcfd.methods.distill_fine",

@@ -2,7 +2,8 @@
 
 Registered architectures (``amcfd.registry.ARCHS``): ``Restormer``, ``NAFNetBase`` (AMSNet's gate-free
 NAFNet baseline), ``NAFNet`` (the NAFNet paper network, the AM-CFD student), ``DnCNN``, ``UNet``,
-``DeamNet`` (alias ``Deam``, the authors' class name).
+``DeamNet`` (alias ``Deam``, the authors' class name); the blind-spot networks ``DBSNl`` (AP-BSN) and
+``AMBSN`` (AM-BSN).
 
 Building (the public entry point used by option files)::
 
