@@ -36,61 +36,10 @@ their dilation, so H and W are kept).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from amcfd.archs.blindspot import CentralMaskedConv2d, DCl, XMaskedConv2d
 from amcfd.registry import ARCHS, ConfigError
-
-
-class _MaskedConv2d(nn.Conv2d):
-    """Conv2d whose weight is multiplied by the ``mask`` buffer (same shape as the weight) in forward."""
-
-    def _make_mask(self, k: int) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, padding: int):
-        super().__init__(in_ch, out_ch, kernel_size, stride=1, padding=padding)
-        taps = self._make_mask(kernel_size)
-        self.register_buffer("mask", taps.expand_as(self.weight).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
-
-
-class CentralMaskedConv2d(_MaskedConv2d):
-    """Centre tap zeroed."""
-
-    def _make_mask(self, k: int) -> torch.Tensor:
-        taps = torch.ones(k, k)
-        taps[k // 2, k // 2] = 0
-        return taps
-
-
-class XMaskedConv2d(_MaskedConv2d):
-    """Both diagonals zeroed (an 'X'; 2k-1 taps for odd k)."""
-
-    def _make_mask(self, k: int) -> torch.Tensor:
-        taps = torch.ones(k, k)
-        idx = torch.arange(k)
-        taps[idx, idx] = 0
-        taps[k - 1 - idx, idx] = 0
-        return taps
-
-
-class DCl(nn.Module):
-    """Dilated residual layer: ``x + conv1x1(ReLU(conv3x3(x, dilation=stride)))``."""
-
-    def __init__(self, stride: int, in_ch: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_ch, in_ch, kernel_size=3, stride=1, padding=stride, dilation=stride),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(in_ch, in_ch, kernel_size=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def _conv1x1_relu(in_ch: int, out_ch: int) -> nn.Sequential:

@@ -20,36 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amcfd.archs.blindspot import CentralMaskedConv2d, DCl
 from amcfd.registry import ARCHS, ConfigError
-
-
-class CentralMaskedConv2d(nn.Conv2d):
-    """Conv2d whose centre tap is zeroed at forward time (weight * ``mask`` buffer, out of place)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        kh, kw = self.weight.shape[-2:]
-        mask = torch.ones_like(self.weight.detach())
-        mask[:, :, kh // 2, kw // 2] = 0
-        self.register_buffer("mask", mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-
-class DCl(nn.Module):
-    """Dilated residual block: x + conv1x1(relu(conv3x3_dilated(x)))."""
-
-    def __init__(self, stride: int, in_ch: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_ch, in_ch, kernel_size=3, stride=1, padding=stride, dilation=stride),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(in_ch, in_ch, kernel_size=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 class DC_branchl(nn.Module):  # noqa: N801 (the authors' class name)
