@@ -1,5 +1,6 @@
-"""Turn a checkpoint of the AMSNet authors into one of ours (usable by test.py, valid.py, distillation).
+"""Turn a checkpoint of the AMSNet, AP-BSN or AM-BSN authors into one of ours (for test.py, valid.py, distillation).
 
+    python scripts/import_checkpoint.py --from apbsn APBSN_SIDD.pth experiments/apbsn_imported.pth   # or AM-BSN's
     python scripts/import_checkpoint.py --from amsnet restormer-sidd.ckpt experiments/amsnet_imported.pth
     python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --preset published --r3
     python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --network-yaml options/train/amsnet_unet.yml
@@ -10,6 +11,10 @@ it holds). The network config comes from, in this order: ``--network-yaml`` (a f
 entry, or the entry itself), ``--arch``/``--preset``, or the weights' shapes (Restormer, UNet and DnCNN
 fully; the other networks by matching one of their presets). Whatever the source, the config is checked
 by building the network and loading the weights strictly before anything is written.
+
+AP-BSN / AM-BSN (``--from apbsn``; AM-BSN uses AP-BSN's trainer): ``{'epoch', 'model_weight': {'denoiser':
+state_dict with keys bsn.*}, 'optimizer_weight'}``. The network (DBSNl or AMBSN) and its widths are read from
+the keys and shapes; the method is APBSN or AMBSN with the authors' inference (PD 2, R^3 on; ``--no-r3``).
 
 Output: ``{'format': 'amcfd-checkpoint-v1', 'network': state_dict, 'network_ema': None, 'iteration': 0,
 'opt': {'network': {...}, 'method': {'type': 'AMSNet', ...}}, 'imported_from': {...}}``.
@@ -163,10 +168,41 @@ def import_amsnet(src: Path, dst: Path, arch: str | None = None, preset: str | N
     return out
 
 
+def bsn_network_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """DBSNl or AMBSN with the widths of these weights (keys with the ``bsn.`` prefix removed)."""
+    if "head.0.weight" not in sd or "tail.6.weight" not in sd:
+        raise ConfigError(f"not an AP-BSN/AM-BSN network: no head.0/tail.6 weights (first keys: {list(sd)[:4]})")
+    head, tail = sd["head.0.weight"], sd["tail.6.weight"]
+    sizes = {"in_ch": head.shape[1], "out_ch": tail.shape[0], "base_ch": head.shape[0]}
+    if "branch_local.head.0.mask" in sd:
+        return {"type": "AMBSN", **sizes}
+    if "branch1.body.0.mask" in sd or "branch1.body.0.weight" in sd:
+        blocks = [k for k in sd if re.fullmatch(r"branch1\.body\.\d+\.body\.0\.weight", k)]   # the DCl blocks
+        return {"type": "DBSNl", **sizes, "num_module": len(blocks)}
+    raise ConfigError(f"unknown blind-spot network: keys {list(sd)[:4]}... are neither DBSNl's nor AMBSN's")
+
+
+def import_bsn(src: Path, dst: Path, r3: bool = True, unsafe: bool = False) -> dict:
+    """AP-BSN / AM-BSN trainer checkpoint -> ours (APBSN or AMBSN method), checked by a strict load."""
+    ckpt = read_checkpoint(src, unsafe)
+    sd = convert_state_dict("DBSNl", ckpt)                              # unwraps model_weight.denoiser, strips bsn.
+    network = bsn_network_config(sd)
+    net = build_arch(network)
+    load_weights(net, sd, strict=True)
+    method = {"type": "APBSN" if network["type"] == "DBSNl" else "AMBSN", "r3": r3}
+    METHODS.build(method, net, where="method")
+    out = {"format": FORMAT, "network": net.state_dict(), "network_ema": None, "iteration": 0,
+           "opt": {"network": network, "method": method},
+           "imported_from": {"path": str(src), "kind": "apbsn",
+                             **({"epoch": ckpt["epoch"]} if "epoch" in ckpt else {})}}
+    atomic_save(out, dst)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, choices=["amsnet"],
-                        help="whose checkpoint layout IN has")
+    parser.add_argument("--from", dest="source", required=True, choices=["amsnet", "apbsn"],
+                        help="whose checkpoint layout IN has (apbsn: AP-BSN and AM-BSN)")
     parser.add_argument("input", type=Path, help="the foreign checkpoint")
     parser.add_argument("output", type=Path, help="where to write our checkpoint")
     parser.add_argument("--arch", choices=AMSNET_ARCHS, help="the denoiser (default: from the keys)")
@@ -176,12 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pd-train", type=int, default=5, help="method.pd_train written (default 5)")
     parser.add_argument("--pd-test", type=int, default=2, help="method.pd_test written (default 2)")
     parser.add_argument("--r3", action="store_true", help="write method.r3: true (the -E variants)")
+    parser.add_argument("--no-r3", action="store_true", help="apbsn: write method.r3: false (default: R^3 on)")
     parser.add_argument("--unsafe-load", action="store_true",
                         help="allow full unpickling of IN (only for files you trust)")
     args = parser.parse_args(argv)
     try:
-        out = import_amsnet(args.input, args.output, args.arch, args.preset, args.network_yaml, args.branch,
-                            args.pd_train, args.pd_test, args.r3, args.unsafe_load)
+        if args.source == "apbsn":
+            out = import_bsn(args.input, args.output, not args.no_r3, args.unsafe_load)
+        else:
+            out = import_amsnet(args.input, args.output, args.arch, args.preset, args.network_yaml, args.branch,
+                                args.pd_train, args.pd_test, args.r3, args.unsafe_load)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

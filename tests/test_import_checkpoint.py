@@ -1,4 +1,4 @@
-"""scripts/import_checkpoint.py: the authors' AMSNet Lightning checkpoint becomes one of ours."""
+"""scripts/import_checkpoint.py: the authors' AMSNet Lightning and AP-BSN/AM-BSN checkpoints become ours."""
 from __future__ import annotations
 
 import importlib.util
@@ -97,3 +97,32 @@ def test_network_yaml_and_bad_inputs(script, tmp_path, capsys):
     torch.save({"state_dict": {"net.dn.branches.0.foo.weight": torch.zeros(1)}}, src)
     assert script.main(["--from", "amsnet", str(src), str(tmp_path / "o.pth")]) == 2
     assert "cannot tell the network" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, arch, method", [("apbsn_apbsn.pt", "DBSNl", "APBSN"),
+                                                ("ambsn_bsn.pt", "AMBSN", "AMBSN")])
+def test_apbsn_trainer_checkpoints_denoise_through_valid_py_as_the_authors(script, tmp_path, name, arch, method):
+    """AP-BSN's container {'epoch', 'model_weight': {'denoiser': bsn.*}} -> ours; valid.py's denoiser then
+    reproduces the authors' no-R^3 output (their 0-255 scale; tolerance of the reference README)."""
+    ref = load_reference(name)
+    src = tmp_path / "authors.pth"
+    torch.save({"epoch": 20, "model_weight": {"denoiser": ref["state_dict"]}, "optimizer_weight": {}}, src)
+    assert script.main(["--from", "apbsn", str(src), str(tmp_path / "ours.pth")]) == 0
+    ours = load_checkpoint(tmp_path / "ours.pth")
+    assert ours["opt"]["network"]["type"] == arch and ours["opt"]["method"] == {"type": method, "r3": True}
+    opt = validate({"name": "imported", "device": "cpu", "method": {"r3": False},
+                    "path": {"pretrain_network": str(tmp_path / "ours.pth")}}, "valid")
+    built, denoise = build_denoiser(opt)
+    assert type(built).__name__ == method
+    x = ref["input"]                                                    # (1, 3, 64, 64) in 0-255
+    out = denoise(x / 255) * 255                                        # denoise_fn clamps to [0, 1]
+    expect = ref["output"].clamp(0, 255)
+    assert (out - expect).abs().max() < 1e-4
+
+
+def test_apbsn_import_rejects_other_weights(script, tmp_path, capsys):
+    src = tmp_path / "other.pth"
+    torch.save({"model_weight": {"denoiser": {"bsn.conv.weight": torch.zeros(1)}}}, src)
+    assert script.main(["--from", "apbsn", str(src), str(tmp_path / "out.pth")]) == 2
+    assert "not an AP-BSN/AM-BSN network" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()
