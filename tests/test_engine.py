@@ -119,12 +119,14 @@ def test_tiled_inference_matches_whole_image_for_pointwise_fn():
 DDP_WORKER = """
 import os, sys, torch, yaml
 sys.path.insert(0, {repo!r})
+from amcfd.engine import dist
 from amcfd.engine.trainer import Trainer
 from amcfd.options import validate
 opt = validate(yaml.safe_load(open({opt!r})), "train")
 trainer = Trainer(opt, launcher="pytorch")
 trainer.train()
 torch.save(trainer.net.state_dict(), os.path.join({out!r}, f"rank{{os.environ['RANK']}}.pt"))
+dist.cleanup()  # as train.py does: a process group left to interpreter exit can abort in gloo's threads
 """
 
 
