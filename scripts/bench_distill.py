@@ -188,7 +188,7 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=None, help="only the first N pairs (training and evaluation)")
     p.add_argument("--work", type=Path, default=None, help="working folder (default results/bench_distill/<set>)")
     p.add_argument("--pd-train", type=int, default=None,
-                   help="teacher PD stride in training (default: demo.yml's; README: 2 for light real noise)")
+                   help="teacher PD stride in training (default: demo.yml's; docs/results.md: 2 for light real noise)")
     p.add_argument("--pd-test", type=int, default=None,
                    help="teacher PD stride at inference, P-E targets too (default: demo.yml's)")
     p.add_argument("--teacher-steps", type=int, default=2500)

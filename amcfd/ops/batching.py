@@ -2,7 +2,7 @@
 
 Multi-mask inference and R^3 produce many independent images (k branches x T copies x sub-images).
 How they are scheduled decides the speed, and the best schedule differs by device (measured with
-``scripts/bench_amsnet.py``; numbers in the README):
+``scripts/bench_amsnet.py``; numbers in docs/results.md):
 
 * accelerators: everything in one forward (``chunk_size`` only bounds memory);
 * CPU: one big forward is *slower* than a loop of single forwards (large activations miss the caches
