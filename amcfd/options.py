@@ -249,11 +249,11 @@ def split_loader_keys(cfg: dict) -> tuple[dict, dict]:
     return dataset, loader
 
 
-def _check_registry_entry(cfg: Any, registry, where: str) -> None:
+def _check_registry_entry(cfg: Any, registry, where: str, required: bool = False) -> None:
     if not isinstance(cfg, dict) or "type" not in cfg:
         raise ConfigError(f"option '{where}' needs a 'type' key naming a registered {registry.kind}")
     check_kwargs(registry.get(cfg["type"], where=f"{where}.type"),
-                 {k: v for k, v in cfg.items() if k != "type"}, where)
+                 {k: v for k, v in cfg.items() if k != "type"}, where, required=required)
 
 
 def validate(opt: dict, phase: str = "train") -> dict:
@@ -281,7 +281,10 @@ def validate(opt: dict, phase: str = "train") -> dict:
             not method_given or (isinstance(method_given, dict) and "type" not in method_given)):
         opt["method"] = dict(method_given or {})  # valid/test: type (and training keys) from the checkpoint
     else:
-        _check_registry_entry(opt["method"], METHODS, "method")
+        from amcfd.analysis.auto import auto_options  # 'auto' values are chosen at training (analysis/auto.py)
+
+        auto = auto_options(opt["method"]) if isinstance(opt["method"], dict) and "type" in opt["method"] else []
+        _check_registry_entry({k: v for k, v in opt["method"].items() if k not in auto}, METHODS, "method")
     if not isinstance(opt["datasets"], dict):
         raise ConfigError("option 'datasets' must be a mapping of named sets")
     for key, cfg in opt["datasets"].items():
@@ -294,7 +297,7 @@ def validate(opt: dict, phase: str = "train") -> dict:
             if not _compatible(LOADER_KEYS[lk], lv):
                 raise ConfigError(f"option 'datasets.{key}.{lk}' must be {type_name(LOADER_KEYS[lk])}, "
                                   f"got {type_name(lv)} ({lv!r})")
-        _check_registry_entry(dataset_cfg, DATASETS, f"datasets.{key}")
+        _check_registry_entry(dataset_cfg, DATASETS, f"datasets.{key}", required=True)
     if phase == "train" and "train" not in opt["datasets"]:
         raise ConfigError("missing required option 'datasets.train'")
     for name in opt["val"]["metrics"]:
@@ -323,8 +326,9 @@ def git_commit() -> str | None:
         return None
 
 
-def save_options(opt: dict, folder: Path) -> None:
-    """Write the resolved options plus command line, version and git commit into ``folder``."""
+def save_options(opt: dict, folder: Path, extra: dict | None = None) -> None:
+    """Write the resolved options into ``folder``/options.yml, and the command line, version, git commit
+    and ``extra`` (e.g. the ``auto`` choices and what they were measured from) into run.yml."""
     from amcfd import __version__
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -337,5 +341,6 @@ def save_options(opt: dict, folder: Path) -> None:
         meta["torch"] = str(torch.__version__)
     except ImportError:  # pragma: no cover
         pass
+    meta.update(extra or {})
     with open(folder / "run.yml", "w") as f:
         yaml.safe_dump(meta, f, sort_keys=False)

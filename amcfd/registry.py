@@ -42,13 +42,19 @@ def compatible(default: Any, value: Any) -> bool:
     return True
 
 
-def check_kwargs(fn: Callable, kwargs: dict, where: str) -> None:
+def check_kwargs(fn: Callable, kwargs: dict, where: str, required: bool = False) -> None:
     """Fail with a one-line ConfigError if kwargs are unknown to fn's signature, or of another
-    type than the parameter's default."""
+    type than the parameter's default; with ``required``, also if a parameter without a default
+    is missing or null."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return
+    if required:
+        for name, p in params.items():
+            if (p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+                    and kwargs.get(name) is None):
+                raise ConfigError(f"option '{where}.{name}' is required")
     accepted = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key, value in kwargs.items():

@@ -1,11 +1,12 @@
-"""Noise level and spatial correlation of the noisy images in a folder, and the PD strides they suggest.
+"""Noise level and spatial correlation of the noisy images in a folder, and the choices they suggest.
 
-    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT] [--threshold 0.1]
+    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT]
 
 Prints one row per image (noise std in 8-bit levels, normalised noise correlation at lags 1, 2, 3 px), the
-medians and the (pd_train, pd_test) strides of ``amcfd.analysis.noise.suggest_pd_strides``. Measured from the
-noisy images alone (method and its bias: amcfd/analysis/noise.py). Bad input: one line ``error: ...`` on
-stderr and exit code 2; files that are not images, or cannot be read or measured, are skipped with a warning.
+medians and the choices of ``amcfd.analysis.noise.suggest_choices`` (what ``auto`` options pick in training).
+Measured from the noisy images alone (method and its bias: amcfd/analysis/noise.py). Bad input: one line
+``error: ...`` on stderr and exit code 2; files that are not images, or cannot be read or measured, are skipped
+with a warning.
 """
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def format_report(result: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'median':<{width}}  {result['median_level'] * 255:>11.2f}  "
                  + "  ".join(f"{result['median_corr'][s]:>10.3f}" for s in LAGS))
-    lines.append(f"{len(result['images'])} images; suggested PD strides: pd_train {result['pd_train']}, "
-                 f"pd_test {result['pd_test']}")
+    c = result["choices"]
+    lines.append(f"{len(result['images'])} images; suggested: pd_train {c['pd_train']}, pd_test {c['pd_test']}, "
+                 f"recharge {str(c['recharge']).lower()}")
     return "\n".join(lines)
 
 
@@ -44,8 +46,6 @@ def main(argv=None) -> int:
     parser.add_argument("folder", help="folder of noisy images (or one image file)")
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first N images (sorted)")
     parser.add_argument("--json", default=None, help="also write the measurements to this JSON file")
-    parser.add_argument("--threshold", type=float, default=0.1, help="correlation below which a lag counts as "
-                        "decorrelated (suggest_pd_strides)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if args.max_images is not None and args.max_images < 1:
@@ -65,14 +65,14 @@ def main(argv=None) -> int:
     if not files:
         print(f"error: no images (png, jpg, tif, bmp, webp) found in {folder}", file=sys.stderr)
         return EXIT_CONFIG
-    result = measure_folder(files, lags=LAGS, threshold=args.threshold, max_images=args.max_images,
+    result = measure_folder(files, lags=LAGS, max_images=args.max_images,
                             on_skip=lambda name, why: print(f"warning: skipping {name}: {why}", file=sys.stderr))
     if not result["images"]:
         print(f"error: none of the {len(files)} images in {folder} could be measured", file=sys.stderr)
         return EXIT_CONFIG
     print(format_report(result))
     if args.json:
-        out = {**result, "folder": str(folder), "threshold": args.threshold, "units": "level: std in [0, 1]",
+        out = {**result, "folder": str(folder), "units": "level: std in [0, 1]",
                "skipped": [{"name": n, "reason": r} for n, r in result["skipped"]]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

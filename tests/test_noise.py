@@ -19,7 +19,14 @@ import torch
 from scipy.ndimage import convolve, gaussian_filter
 from scipy.signal import correlate2d
 
-from amcfd.analysis.noise import measure_folder, noise_correlation, noise_level, noise_stats, suggest_pd_strides
+from amcfd.analysis.noise import (
+    measure_folder,
+    noise_correlation,
+    noise_level,
+    noise_stats,
+    suggest_choices,
+    suggest_pd_strides,
+)
 from amcfd.data.imageio import write_image
 from amcfd.data.synthetic import camera_pipeline, load_sample_image
 
@@ -91,15 +98,21 @@ def test_camera_pipeline(name):
     assert abs(stats["level"] / noise.std() - 1) < 0.25, (stats["level"] * 255, noise.std() * 255)
     for s in (1, 2):
         assert abs(stats["corr"][s] - _lag_corr(noise, s)) < 0.06, (s, stats["corr"], _lag_corr(noise, s))
-    assert suggest_pd_strides(stats["corr"]) == (3, 1)   # lag 2 ~ 0.15, lag 3 ~ 0: stride 3, as measured best
+    # heavy noise (~20/255), lag 2 ~ 0.15, lag 3 ~ 0: stride 3 for training, 1 for inference, as measured best
+    assert stats["level"] > 8 / 255
+    assert suggest_choices(stats["corr"], stats["level"]) == {"pd_train": 3, "pd_test": 1, "recharge": False}
 
 
-def test_suggest_pd_strides():
-    assert suggest_pd_strides({1: 0.02, 2: 0.0}) == (2, 1)               # white noise
-    assert suggest_pd_strides({1: 0.6, 2: 0.15, 3: 0.01}) == (3, 1)       # demosaiced noise
-    assert suggest_pd_strides({1: 0.9, 2: 0.8, 3: 0.7}) == (5, 3)         # strongly correlated: capped
-    assert suggest_pd_strides({1: 0.8, 2: 0.3}) == (4, 2)                 # extrapolated: lag 3 0.11, lag 4 0.04
-    assert suggest_pd_strides({1: 0.3, 2: 0.2, 3: 0.12}, threshold=0.15) == (3, 1)
+def test_suggest_choices():
+    heavy, light = 20 / 255, 3 / 255
+    assert suggest_pd_strides({1: 0.02, 2: 0.0}, 10 / 255) == (2, 1)            # white, heavy
+    assert suggest_choices({1: 0.02, 2: 0.0}, light) == {"pd_train": 2, "pd_test": 2, "recharge": True}
+    assert suggest_pd_strides({1: 0.6, 2: 0.15, 3: 0.01}, heavy) == (3, 1)     # demosaiced: leak 3/255 at 2
+    assert suggest_pd_strides({1: 0.69, 2: 0.34, 3: 0.15}, 3.7 / 255) == (2, 2)  # CC15: leak 1.3/255 at 2
+    assert suggest_pd_strides({1: 0.9, 2: 0.8, 3: 0.7}, heavy) == (5, 1)       # strongly correlated: capped
+    assert suggest_pd_strides({1: 0.8, 2: 0.3}, heavy) == (4, 1)               # extrapolated: lag 3 0.11, 4 0.04
+    assert suggest_pd_strides({1: 0.6, 2: 0.15, 3: 0.01}, heavy, max_leak=4 / 255) == (2, 1)
+    assert suggest_choices({1: 0.6, 2: 0.15}, 5 / 255, light_noise=4 / 255)["recharge"] is False
 
 
 def test_errors_on_unusable_images():
@@ -123,12 +136,12 @@ def test_measure_folder_and_cli(tmp_path, capsys):
         write_image(tmp_path / f"img{i}.png", np.clip(0.5 + rng.standard_normal((96, 96, 3)) * 5 / 255, 0, 1))
     (tmp_path / "notes.txt").write_text("not an image")
     result = measure_folder(tmp_path)
-    assert len(result["images"]) == 2 and result["pd_train"] == 2
+    assert len(result["images"]) == 2 and result["choices"] == {"pd_train": 2, "pd_test": 2, "recharge": True}
     assert abs(result["median_level"] * 255 / 5 - 1) < 0.15
 
     assert report.main([str(tmp_path), "--json", str(tmp_path / "out" / "r.json")]) == 0
     out, err = capsys.readouterr()
-    assert "img0.png" in out and "pd_train 2, pd_test 1" in out and "notes.txt" in err
+    assert "img0.png" in out and "pd_train 2, pd_test 2, recharge true" in out and "notes.txt" in err
     assert (tmp_path / "out" / "r.json").exists()
 
     assert report.main([str(tmp_path / "missing")]) == 2

@@ -67,6 +67,17 @@ def test_missing_required_keys():
         validate({"name": "x", "network": {"type": "DnCNN"}}, "train")
 
 
+@pytest.mark.parametrize("train_set", [{"type": "NoisyFolder"}, {"type": "NoisyFolder", "root": None},
+                                       {"type": "PairedFolder", "crop_size": 32}])
+def test_dataset_without_its_root_is_refused_before_anything_is_written(tmp_path, train_set):
+    opt = write(tmp_path / "noroot.yml", {**minimal(), "datasets": {"train": train_set}})
+    run = subprocess.run([sys.executable, str(REPO / "train.py"), "-opt", str(opt)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: option 'datasets.train.root' is required"
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_misspelled_key_on_the_command_line_gives_one_line_and_exit_code_2(tmp_path):
     opt = write(tmp_path / "bad.yml", minimal(train={"totl_iter": 5}))
     run = subprocess.run([sys.executable, str(REPO / "train.py"), "-opt", str(opt)], capture_output=True,
@@ -109,4 +120,4 @@ def test_shipped_option_files_are_valid(path, monkeypatch):
     try:
         load_options(path, phase=phase)
     except ConfigError as err:
-        assert "does not exist" in str(err), str(err)
+        assert "does not exist" in str(err) or ".root' is required" in str(err), str(err)

@@ -32,8 +32,8 @@ noisy - clean) lag-1/2 correlations agree within ~0.1, but the level is underest
 by ~0.1: real noise has low-frequency parts (correlated beyond 3 px) that the 8x8 plane fit absorbs.
 
 Strides for pixel-shuffle downsampling (PD, AMSNet/AP-BSN): PD with stride s puts pixels s apart next to each
-other, so it breaks spatially correlated noise when the correlation at lag s is small. ``suggest_pd_strides``
-turns the measured correlation into (pd_train, pd_test); see its docstring for the rule.
+other, so it breaks spatially correlated noise when the correlation at lag s is small. ``suggest_choices`` turns
+the measured level and correlation into (pd_train, pd_test, recharge); see its docstring for the rule.
 """
 from __future__ import annotations
 
@@ -167,45 +167,63 @@ def noise_correlation(image: torch.Tensor, lags: Sequence[int] = (1, 2), **kwarg
     return {int(s): corr[int(s)] for s in lags}
 
 
-def suggest_pd_strides(correlation: dict[int, float], threshold: float = 0.1) -> tuple[int, int]:
-    """(pd_train, pd_test) PD strides for noise with the given lag correlations.
+MAX_LEAK = 2 / 255     # largest noise std a PD stride may leave correlated with the hidden pixel, c(s) * sigma
+LIGHT_NOISE = 8 / 255  # noise std below which the blind-spot output is recharged (light noise)
 
-    pd_train: the smallest stride s >= 2 whose correlation c(s) is below ``threshold`` (capped at 5); lags not
-    measured are extrapolated geometrically from the last two measured ones (c(s) = c(m) r^(s-m),
-    r = c(m) / c(m-1) clamped to [0, 1]). pd_test: 1 when c(1) is already below ``threshold`` (near-white noise),
-    else max(1, pd_train - 2) (testing uses a smaller stride, keeping more context; AP-BSN / AMSNet use 5 / 2).
-    Measured in earlier sessions: light real noise (CC15, PolyU) was denoised best with 2 / 1, the synthetic
-    demo with 3 / 1.
+
+def _corr_at(correlation: dict[int, float], s: int) -> float:
+    """c(s): measured, or extrapolated geometrically from the last two measured lags (c(m) r^(s-m), r clamped
+    to [0, 1]); 0 with no measurement."""
+    if s in correlation:
+        return correlation[s]
+    measured = sorted(t for t in correlation if 1 <= t < s)
+    if not measured:
+        return 0.0
+    m = measured[-1]
+    prev = correlation.get(m - 1, 1.0 if m == 1 else None)
+    rate = min(max(correlation[m] / prev, 0.0), 1.0) if prev else 0.0
+    return correlation[m] * rate ** (s - m)
+
+
+def suggest_choices(correlation: dict[int, float], level: float, max_leak: float = MAX_LEAK,
+                    light_noise: float = LIGHT_NOISE) -> dict:
+    """AMSNet's noise-adaptive choices {pd_train, pd_test, recharge} from the noise std ``level`` ([0, 1] units)
+    and its lag correlations ``correlation`` {s: c(s)}.
+
+    * pd_train: the smallest stride s >= 2 (at most 5) whose leak c(s) * level is at most ``max_leak`` (2/255):
+      the part of the noise the network can still predict from pixels s apart is below 2 levels of 8 bits.
+      Heavy noise needs strides that break the correlation; light noise is better served by the nearer context,
+      because there the interpolation error of a wide stride exceeds the noise itself.
+    * Light noise (level < ``light_noise``, 8/255): pd_test = pd_train, recharge on (ops/recharge.py gives back
+      the texture the blind-spot output could not interpolate). Heavy noise: pd_test 1 (the most context),
+      recharge off (the blind-spot output is better than the photo nearly everywhere).
+    Measured (docs/results.md, "Photos recipe" and "Choosing the strides"): CC15 (std ~3.7/255,
+    c = 0.69 / 0.34 / 0.15 at 1 / 2 / 3 px) and PolyU (~1.6/255, 0.73 / 0.39 / 0.16) were denoised best with
+    2 / 2 + recharge; the synthetic demo (~20/255, 0.58 / 0.15 / 0.02) with 3 / 1 and no recharge.
     """
-    measured = sorted(s for s in correlation if s >= 1)
-
-    def corr_at(s: int) -> float:
-        if s in correlation:
-            return correlation[s]
-        if not measured:
-            return 0.0
-        m = max(t for t in measured if t < s) if any(t < s for t in measured) else measured[0]
-        prev = correlation.get(m - 1, 1.0 if m == 1 else None)
-        rate = min(max(correlation[m] / prev, 0.0), 1.0) if prev else 0.0
-        return correlation[m] * rate ** (s - m)
-
     pd_train = PD_CAP
     for s in range(2, PD_CAP + 1):
-        if corr_at(s) < threshold:
+        if _corr_at(correlation, s) * level <= max_leak:
             pd_train = s
             break
-    pd_test = 1 if corr_at(1) < threshold else max(1, pd_train - 2)
-    return pd_train, pd_test
+    light = level < light_noise
+    return {"pd_train": pd_train, "pd_test": pd_train if light else 1, "recharge": light}
 
 
-def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 2, 3), threshold: float = 0.1,
+def suggest_pd_strides(correlation: dict[int, float], level: float, **kwargs) -> tuple[int, int]:
+    """(pd_train, pd_test) of ``suggest_choices``."""
+    choices = suggest_choices(correlation, level, **kwargs)
+    return choices["pd_train"], choices["pd_test"]
+
+
+def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 2, 3),
                    max_images: int | None = None, on_skip=None) -> dict:
     """Noise level and correlation of each image and their medians, plus the suggested PD strides.
 
     ``items``: a folder (or image file), or an iterable of paths or (C, H, W) tensors in [0, 1]. Unreadable images
     and images too small / too saturated to measure are skipped (``on_skip(name, reason)`` is called).
-    Returns {"images": [{"name", "level", "corr", "patches"}], "median_level", "median_corr", "pd_train",
-    "pd_test", "skipped": [(name, reason)]}; levels are std in [0, 1] units.
+    Returns {"images": [{"name", "level", "corr", "patches"}], "median_level", "median_corr", "choices"
+    (``suggest_choices`` of the medians, or None), "skipped": [(name, reason)]}; levels are std in [0, 1] units.
     """
     from amcfd.data.imageio import ImageReadError, list_images, read_image, to_tensor
 
@@ -226,9 +244,9 @@ def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 
         rows.append({"name": name, "level": stats["level"], "corr": {s: stats["corr"][s] for s in lags},
                      "patches": stats["patches"]})
     result = {"images": rows, "skipped": skipped, "median_level": float("nan"),
-              "median_corr": {s: float("nan") for s in lags}, "pd_train": None, "pd_test": None}
+              "median_corr": {s: float("nan") for s in lags}, "choices": None}
     if rows:
         result["median_level"] = float(np.median([r["level"] for r in rows]))
         result["median_corr"] = {s: float(np.median([r["corr"][s] for r in rows])) for s in lags}
-        result["pd_train"], result["pd_test"] = suggest_pd_strides(result["median_corr"], threshold)
+        result["choices"] = suggest_choices(result["median_corr"], result["median_level"])
     return result

@@ -4,15 +4,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from amcfd.analysis.auto import AUTO
 from amcfd.archs import build_arch, load_weights
 from amcfd.data.loader import eval_loader
 from amcfd.engine import dist
-from amcfd.engine.checkpoint import load_checkpoint
+from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
 from amcfd.metrics import metric_label
 from amcfd.options import DEFAULTS, merge, split_loader_keys
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
@@ -96,16 +98,23 @@ def seeded(seed: int, device: torch.device):
 
 
 def build_denoiser(opt: dict, device: torch.device | None = None):
-    """The trained method from ``path.pretrain_network`` (network/method from the options, or from
+    """The trained method from ``path.pretrain_network`` (a checkpoint, or a models/ folder: its newest
+    iteration checkpoint; network/method from the options, or from
     the checkpoint when the options leave them out). Returns (method, denoise_fn); denoise_fn draws
     each image's masks from option ``seed`` (see ``seeded``)."""
     device = device or select_device(opt["device"])
     path = opt["path"]["pretrain_network"]
     if not path:
         raise ConfigError("option 'path.pretrain_network' must name the checkpoint to use")
+    if Path(path).is_dir():                 # an experiment's models/ folder: its newest iteration checkpoint
+        newest = latest_checkpoint(Path(path))
+        if newest is None:
+            raise ConfigError(f"option 'path.pretrain_network': no iter_*.pth checkpoint in {path}")
+        path = str(newest)
     ckpt = load_checkpoint(path)
     saved = ckpt.get("opt") or {}
     opt = copy.deepcopy(opt)
+    opt["method"] = {k: v for k, v in opt["method"].items() if v != AUTO}   # 'auto': the value training chose
     if not opt.get("network"):
         if not saved.get("network"):
             raise ConfigError(f"checkpoint {path} does not record its network: set option 'network'")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from amcfd.analysis.auto import auto_summary, resolve_auto
 from amcfd.archs import build_arch
 from amcfd.data.loader import train_loader
 from amcfd.engine import dist
@@ -90,9 +91,14 @@ class Trainer:
         resume_from = self._prepare_folder(auto_resume)
         if not dist.is_main():
             log.setLevel(logging.WARNING)  # one copy of every log line: rank 0's
+        self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
+        opt, self.auto_choices = resolve_auto(opt, self.train_set)   # 'auto' options, from the noisy images
+        self.opt = opt
         self.logger = ExperimentLogger(self.exp_dir, opt, enabled=dist.is_main())
         if dist.is_main():
-            save_options(opt, self.exp_dir)
+            save_options(opt, self.exp_dir, {"auto": self.auto_choices} if self.auto_choices else None)
+        if self.auto_choices:
+            log.info(auto_summary(self.auto_choices))
 
         t = opt["train"]
         seed_everything(opt["seed"])  # same init on every rank (DDP also broadcasts it)
@@ -120,7 +126,6 @@ class Trainer:
         else:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
 
-        self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
         self.train_set = self._with_teacher_targets(self.train_set)
         self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items()
                          if k.startswith("val")}

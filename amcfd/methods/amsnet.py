@@ -23,6 +23,7 @@ from amcfd.methods.base import Method
 from amcfd.ops.batching import resolve_chunk, resolve_workers, run_in_chunks
 from amcfd.ops.masks import MASK_MODES, check_masks, complementary_masks
 from amcfd.ops.pd import PAD_MODES, pd_down, pd_up
+from amcfd.ops.recharge import detail_recharge
 from amcfd.ops.refine import REPLACE_MODES, random_replacement_refine, replacement_masks
 from amcfd.registry import METHODS, ConfigError
 
@@ -187,14 +188,20 @@ class AMSNet(Method):
       batched: run branches and R^3 copies as one batch (True), chunked as above, or one forward per
         branch and R^3 copy (False: a Python loop; the authors loop over branches, batch R^3 copies).
       pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
+      recharge: give back detail the blind-spot output lost, by the local Wiener blend with the noisy
+        input of ops/recharge.py (False: the paper's output). recharge_window: its box (9).
+        recharge_quantile: the quantile of the local residual energy taken as the noise floor (0.05).
     """
+
+    AUTO_OPTIONS = ("pd_train", "pd_test", "recharge")   # may be 'auto': chosen from the noise (analysis/auto.py)
 
     def __init__(self, net: nn.Module, pd_train: int = 5, pd_test: int = 2, num_masks: int = 2,
                  train_branch: int = 0, mask_mode: str = "pixel", mask_ratio=None,
                  finetune_smooth: bool = False, smooth_weight: float = 0.01, pd_finetune=None,
                  smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
                  r3_mode: str = "pixel", chunk_size=None, workers=None, batched: bool = True,
-                 pad_mode: str = "reflect"):
+                 pad_mode: str = "reflect", recharge: bool = False, recharge_window: int = 9,
+                 recharge_quantile: float = 0.05):
         super().__init__(net)
         for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):
             _require(_is_int(value) and value >= 1, name, value, "an int >= 1")
@@ -207,6 +214,10 @@ class AMSNet(Method):
         _require(r3_mode in REPLACE_MODES, "r3_mode", r3_mode, f"one of {REPLACE_MODES}")
         _require(pad_mode in PAD_MODES, "pad_mode", pad_mode, f"one of {PAD_MODES}")
         _require(isinstance(r3, bool), "r3", r3, "true or false")
+        _require(isinstance(recharge, bool), "recharge", recharge, "true or false")
+        _require(_is_int(recharge_window) and recharge_window >= 1 and recharge_window % 2 == 1, "recharge_window",
+                 recharge_window, "an odd int >= 1")
+        _require(0.0 < recharge_quantile < 1.0, "recharge_quantile", recharge_quantile, "in (0, 1)")
         _require(0.0 <= r3_ratio <= 1.0, "r3_ratio", r3_ratio, "in [0, 1]")
         _require(smooth_weight >= 0, "smooth_weight", smooth_weight, ">= 0")
         _require(smooth_eps > 0, "smooth_eps", smooth_eps, "> 0")
@@ -223,6 +234,7 @@ class AMSNet(Method):
         self.pd_finetune = pd_train if pd_finetune is None else pd_finetune
         self.r3, self.r3_copies, self.r3_ratio, self.r3_mode = r3, r3_copies, r3_ratio, r3_mode
         self.chunk_size, self.workers, self.batched, self.pad_mode = chunk_size, workers, batched, pad_mode
+        self.recharge, self.recharge_window, self.recharge_quantile = recharge, recharge_window, recharge_quantile
 
     # -- pieces -------------------------------------------------------------------------------
     def _mask_options(self) -> dict:
@@ -256,4 +268,8 @@ class AMSNet(Method):
     @torch.no_grad()
     def denoise(self, noisy: torch.Tensor) -> torch.Tensor:
         denoised = self.multi_mask(noisy)
-        return self.refine(denoised, noisy) if self.r3 else denoised
+        if self.r3:
+            denoised = self.refine(denoised, noisy)
+        if self.recharge:
+            denoised = detail_recharge(noisy, denoised, self.recharge_window, self.recharge_quantile)
+        return denoised
