@@ -1,6 +1,9 @@
-"""Turn a checkpoint of the AMSNet, AP-BSN or AM-BSN authors into one of ours (for test.py, valid.py, distillation).
+"""Turn a checkpoint of the AMSNet, AP-BSN, AM-BSN, AT-BSN, APR-RD or TM-BSN authors into one of ours (for test.py,
+valid.py, distillation).
 
     python scripts/import_checkpoint.py --from apbsn APBSN_SIDD.pth experiments/apbsn_imported.pth   # or AM-BSN's
+    python scripts/import_checkpoint.py --from nbsn NBSN_SIDD.pth experiments/tmbsn_nbsn.pth    # or APR-RD's NBSN
+    python scripts/import_checkpoint.py --from atbsn atbsn_d.pth experiments/atbsn_d.pth
     python scripts/import_checkpoint.py --from amsnet restormer-sidd.ckpt experiments/amsnet_imported.pth
     python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --preset published --r3
     python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --network-yaml options/train/amsnet_unet.yml
@@ -15,6 +18,14 @@ by building the network and loading the weights strictly before anything is writ
 AP-BSN / AM-BSN (``--from apbsn``; AM-BSN uses AP-BSN's trainer): ``{'epoch', 'model_weight': {'denoiser':
 state_dict with keys bsn.*}, 'optimizer_weight'}``. The network (DBSNl or AMBSN) and its widths are read from
 the keys and shapes; the method is APBSN or AMBSN with the authors' inference (PD 2, R^3 on; ``--no-r3``).
+
+Single-pass students (method SinglePass, one forward per image):
+  * ``--from nbsn``: APR-RD's NBSN and TM-BSN's ``NBSN_SIDD.pth``/``NBSN_DND.pth``: a plain state_dict with keys
+    ``enc1.conv.*`` ... ``dec1_1.*`` (or ``{'model_state_dict': sd}``) -> network NBSN; their range is ours, [0, 1].
+  * ``--from atbsn``: AT-BSN's plain state_dicts (``module.`` stripped): the student N_BSN (``unet.*``) ->
+    ATBSNStudent; an AT-BSN-D ``DoubleNet`` (``nbsn.unet.*`` + ``bsn.*``) -> its student; the teacher ATBSN
+    (``unet.*`` + ``nin_*``) -> ATBSN with the authors' validation hole size 3. Their networks see [0, 255]: the
+    network config gets ``value_range: 255`` (input x255, output /255), so valid.py gives their output / 255.
 
 Output: ``{'format': 'amcfd-checkpoint-v1', 'network': state_dict, 'network_ema': None, 'iteration': 0,
 'opt': {'network': {...}, 'method': {'type': 'AMSNet', ...}}, 'imported_from': {...}}``.
@@ -159,11 +170,15 @@ def import_amsnet(src: Path, dst: Path, arch: str | None = None, preset: str | N
     net = build_arch(network)
     load_weights(net, sd, strict=True)
     method = {"type": "AMSNet", "pd_train": pd_train, "pd_test": pd_test, "r3": r3}
-    METHODS.build(method, net, where="method")                         # the options must build
+    return write_checkpoint(net, network, method, dst, {"path": str(src), "kind": "amsnet", "branch": branch,
+                                                        **{k: ckpt[k] for k in ("epoch", "global_step") if k in ckpt}})
+
+
+def write_checkpoint(net: torch.nn.Module, network: dict, method: dict, dst: Path, imported_from: dict) -> dict:
+    """Check that the method options build around ``net``, then write our checkpoint; returns it."""
+    METHODS.build(method, net, where="method")
     out = {"format": FORMAT, "network": net.state_dict(), "network_ema": None, "iteration": 0,
-           "opt": {"network": network, "method": method},
-           "imported_from": {"path": str(src), "kind": "amsnet", "branch": branch,
-                             **{k: ckpt[k] for k in ("epoch", "global_step") if k in ckpt}}}
+           "opt": {"network": network, "method": method}, "imported_from": imported_from}
     atomic_save(out, dst)
     return out
 
@@ -190,19 +205,45 @@ def import_bsn(src: Path, dst: Path, r3: bool = True, unsafe: bool = False) -> d
     net = build_arch(network)
     load_weights(net, sd, strict=True)
     method = {"type": "APBSN" if network["type"] == "DBSNl" else "AMBSN", "r3": r3}
-    METHODS.build(method, net, where="method")
-    out = {"format": FORMAT, "network": net.state_dict(), "network_ema": None, "iteration": 0,
-           "opt": {"network": network, "method": method},
-           "imported_from": {"path": str(src), "kind": "apbsn",
-                             **({"epoch": ckpt["epoch"]} if "epoch" in ckpt else {})}}
-    atomic_save(out, dst)
-    return out
+    return write_checkpoint(net, network, method, dst, {"path": str(src), "kind": "apbsn",
+                                                        **({"epoch": ckpt["epoch"]} if "epoch" in ckpt else {})})
+
+
+def single_pass_network_config(kind: str, sd: Mapping[str, torch.Tensor]) -> dict:
+    """NBSN (``kind`` nbsn) or ATBSNStudent/ATBSN (atbsn) with the sizes of these weights."""
+    if kind == "nbsn":
+        if "enc1.conv.weight" not in sd or "dec1_1.weight" not in sd:
+            raise ConfigError(f"not an APR-RD/TM-BSN NBSN: no enc1.conv/dec1_1 weights (first keys: {list(sd)[:4]})")
+        first = sd["enc1.conv.weight"]                                  # (mid, in, 3, 3)
+        return {"type": "NBSN", "in_nc": first.shape[1], "out_nc": sd["dec1_1.weight"].shape[0],
+                "mid_channels": first.shape[0]}
+    if "unet.intro.conv.weight" not in sd or "unet.dec1.conv2.conv.weight" not in sd:
+        raise ConfigError(f"not an AT-BSN network: no unet.intro/unet.dec1 weights (first keys: {list(sd)[:4]})")
+    first = sd["unet.intro.conv.weight"]
+    sizes = {"n_channels": first.shape[1], "mid_channels": first.shape[0], "bias": "unet.intro.conv.bias" in sd}
+    if "nin_C.weight" in sd:                                            # the teacher
+        return {"type": "ATBSN", **sizes, "n_output": sd["nin_C.weight"].shape[0], "hole_size": 3,
+                "value_range": 255.0}
+    return {"type": "ATBSNStudent", **sizes, "n_output": sd["unet.dec1.conv2.conv.weight"].shape[0],
+            "value_range": 255.0}
+
+
+def import_single_pass(kind: str, src: Path, dst: Path, unsafe: bool = False) -> dict:
+    """APR-RD/TM-BSN NBSN (``kind`` nbsn) or AT-BSN (atbsn) weights -> ours with method SinglePass."""
+    sd = convert_state_dict("NBSN", read_checkpoint(src, unsafe))      # unwraps model_state_dict, strips module.
+    if kind == "atbsn" and any(k.startswith("nbsn.") for k in sd):     # AT-BSN-D DoubleNet: its student
+        sd = {k[len("nbsn."):]: v for k, v in sd.items() if k.startswith("nbsn.")}
+    network = single_pass_network_config(kind, sd)
+    net = build_arch(network)
+    load_weights(net, sd, strict=True)
+    return write_checkpoint(net, network, {"type": "SinglePass"}, dst, {"path": str(src), "kind": kind})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, choices=["amsnet", "apbsn"],
-                        help="whose checkpoint layout IN has (apbsn: AP-BSN and AM-BSN)")
+    parser.add_argument("--from", dest="source", required=True, choices=["amsnet", "apbsn", "nbsn", "atbsn"],
+                        help="whose checkpoint layout IN has (apbsn: AP-BSN and AM-BSN; nbsn: APR-RD and "
+                             "TM-BSN's NBSN; atbsn: AT-BSN, its student N_BSN or AT-BSN-D)")
     parser.add_argument("input", type=Path, help="the foreign checkpoint")
     parser.add_argument("output", type=Path, help="where to write our checkpoint")
     parser.add_argument("--arch", choices=AMSNET_ARCHS, help="the denoiser (default: from the keys)")
@@ -219,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.source == "apbsn":
             out = import_bsn(args.input, args.output, not args.no_r3, args.unsafe_load)
+        elif args.source in ("nbsn", "atbsn"):
+            out = import_single_pass(args.source, args.input, args.output, args.unsafe_load)
         else:
             out = import_amsnet(args.input, args.output, args.arch, args.preset, args.network_yaml, args.branch,
                                 args.pd_train, args.pd_test, args.r3, args.unsafe_load)

@@ -126,3 +126,55 @@ def test_apbsn_import_rejects_other_weights(script, tmp_path, capsys):
     assert script.main(["--from", "apbsn", str(src), str(tmp_path / "out.pth")]) == 2
     assert "not an AP-BSN/AM-BSN network" in capsys.readouterr().err
     assert not (tmp_path / "out.pth").exists()
+
+
+def _denoise_imported(script, tmp_path, kind: str, released) -> tuple:
+    """Write ``released`` as the authors' file, import it, build valid.py's denoiser from the result."""
+    src = tmp_path / "released.pth"
+    torch.save(released, src)
+    assert script.main(["--from", kind, str(src), str(tmp_path / "ours.pth")]) == 0
+    ours = load_checkpoint(tmp_path / "ours.pth")
+    assert ours["opt"]["method"] == {"type": "SinglePass"}
+    opt = validate({"name": "imported", "device": "cpu", "path": {"pretrain_network": str(tmp_path / "ours.pth")}},
+                   "valid")
+    method, denoise = build_denoiser(opt)
+    assert type(method).__name__ == "SinglePass"
+    return ours["opt"]["network"], denoise
+
+
+@pytest.mark.parametrize("wrap", [lambda sd: sd, lambda sd: {"model_state_dict": sd},
+                                  lambda sd: {f"module.{k}": v for k, v in sd.items()}])
+def test_nbsn_weights_of_aprrd_and_tmbsn_denoise_through_valid_py_as_the_authors(script, tmp_path, wrap):
+    """APR-RD's {'model_state_dict': sd} and TM-BSN's plain NBSN_SIDD.pth; their range is ours, [0, 1]."""
+    ref = load_reference("aprrd_nbsn102.pt")
+    network, denoise = _denoise_imported(script, tmp_path, "nbsn", wrap(ref["state_dict"]))
+    assert network == {"type": "NBSN", "in_nc": 3, "out_nc": 3, "mid_channels": 48}
+    assert (denoise(ref["input"]) - ref["output"].clamp(0, 1)).abs().max() <= 3e-5   # README tolerance
+
+
+def _double_net(sd: dict) -> dict:
+    """AT-BSN-D's saved DoubleNet: the student under nbsn., the frozen teacher under bsn. (one key is enough)."""
+    return {**{f"nbsn.{k}": v for k, v in sd.items()}, "bsn.nin_C.bias": torch.zeros(3)}
+
+
+@pytest.mark.parametrize("wrap", [lambda sd: {f"module.{k}": v for k, v in sd.items()}, _double_net])
+def test_atbsn_student_denoises_through_valid_py_as_the_authors(script, tmp_path, wrap):
+    """AT-BSN's N_BSN (plain, or inside an AT-BSN-D DoubleNet) sees [0, 255]: value_range 255 in the config."""
+    ref = load_reference("atbsn_nbsn.pt")
+    network, denoise = _denoise_imported(script, tmp_path, "atbsn", wrap(ref["state_dict"]))
+    assert network["type"] == "ATBSNStudent" and network["value_range"] == 255
+    assert network["mid_channels"] == ref["config"]["mid_channels"]
+    out = denoise(ref["input"] / 255) * 255                             # denoise_fn clamps to [0, 1]
+    assert (out - ref["output"].clamp(0, 255)).abs().max() <= 6e-3      # README tolerance (0-255 scale)
+
+
+def test_atbsn_teacher_imports_with_the_validation_hole_size(script, tmp_path, capsys):
+    ref = load_reference("atbsn_atbsn.pt")
+    network, denoise = _denoise_imported(script, tmp_path, "atbsn", ref["state_dict"])
+    assert network["type"] == "ATBSN" and network["hole_size"] == ref["valid_hole_size"] == 3
+    out = denoise(ref["input"] / 255) * 255
+    assert (out - ref["outputs_by_hole_size"]["3"].clamp(0, 255)).abs().max() <= 5e-3
+    torch.save(ref["state_dict"], tmp_path / "atbsn.pth")
+    assert script.main(["--from", "nbsn", str(tmp_path / "atbsn.pth"), str(tmp_path / "x.pth")]) == 2
+    assert "not an APR-RD/TM-BSN NBSN" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
