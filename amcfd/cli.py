@@ -171,27 +171,25 @@ def _test(argv) -> None:
     import torch
     from tqdm import tqdm
 
-    from amcfd.data.imageio import ImageReadError, list_images, read_image, to_image, to_tensor, write_image
+    from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, write_image
     from amcfd.engine.inference import build_denoiser
-    from amcfd.options import load_options
+    from amcfd.options import load_options, validate
 
     p = _parser("test.py", "denoising of a folder or file of photos")
     p.add_argument("--input", help="image file or folder (overrides test.input)")
     p.add_argument("--output", help="output folder (overrides test.output)")
     args = p.parse_args(argv)
-    overrides = list(args.set)
-    if args.input:
-        overrides.append(f"test.input={args.input}")
-    if args.output:
-        overrides.append(f"test.output={args.output}")
-    opt = load_options(args.opt, overrides, phase="test")
+    opt = load_options(args.opt, args.set)
+    for key in ("input", "output"):                   # as given: a folder named 20240101 stays a name
+        if getattr(args, key):
+            opt.setdefault("test", {})[key] = getattr(args, key)
+    opt = validate(opt, "test")
     source = opt["test"]["input"]
     if not source:
         raise ConfigError("nothing to denoise: give --input PATH or option 'test.input'")
-    files = list_images(source)
-    if not files:
-        raise ConfigError(f"no images (png, jpg, tif) found in {source}")
+    files = photo_files(source)
     out_dir = Path(opt["test"]["output"] or Path(opt["path"]["results_root"]) / opt["name"] / "images")
+    check_output_folder(Path(source), out_dir)
     method, denoise_fn = build_denoiser(opt)
     in_channels = _input_channels(method)
     written = 0
@@ -215,6 +213,38 @@ def _test(argv) -> None:
                     alpha=info.get("alpha"))
         written += 1
     print(f"denoised {written} of {len(files)} images into {out_dir}")
+
+
+def photo_files(source) -> list[Path]:
+    """The images to denoise: ``source`` itself, or the image files in the folder (other files are skipped
+    with a warning). A missing path, a single non-image file or a folder without images: ConfigError."""
+    from amcfd.data.imageio import IMAGE_EXTENSIONS, is_image_file, list_images
+
+    source = Path(source)
+    try:
+        files = list_images(source)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    if source.is_dir():
+        others = sorted(p.name for p in source.iterdir()
+                        if p.is_file() and not is_image_file(p) and not p.name.startswith("."))
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            log.warning("skipping %d file(s) that are not images we read (%s): %s", len(others),
+                        " ".join(IMAGE_EXTENSIONS), shown)
+    if not files:
+        raise ConfigError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in {source}")
+    return files
+
+
+def check_output_folder(source: Path, out_dir: Path) -> None:
+    """Never write into the photos being denoised: the output may not be the input folder or inside it."""
+    src = source.resolve() if source.is_dir() else source.resolve().parent
+    out = out_dir.resolve()
+    if out == src or src in out.parents:
+        where = "the input folder" if out == src else "inside the input folder"
+        raise ConfigError(f"output folder {out_dir} is {where} {source}: choose another, so the originals are "
+                          "never overwritten")
 
 
 def _input_channels(method) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 0.0,        # max gradient norm; 0 = off
         "ema_decay": 0.0,        # EMA of weights (parameters and buffers); 0 = off, e.g. 0.999
         "amp": False,            # false | bf16 | fp16: autocast on CUDA (ignored with a warning on CPU)
+        "max_minutes": 0.0,      # wall-clock budget from the start of the run; 0 = none. After a few steps the
+                                 # run measures its speed and, if total_iter would not fit, shortens it (the
+                                 # schedule then ends in time); never lengthens it
     },
     "val": {
         "val_freq": 1000,        # validate every N iterations (and at the end); 0 = only at the end
@@ -163,7 +167,8 @@ def apply_overrides(opt: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
-        items.append((key.strip(), parse_scalar(text)))
+        key = key.strip()
+        items.append((key, text if is_path_key(key.split(".")[-1]) else parse_scalar(text)))
     items.sort(key=lambda kv: not kv[0].endswith(".type"))  # type switches first
     for key, value in items:
         parts = key.split(".")
@@ -176,6 +181,22 @@ def apply_overrides(opt: dict, overrides: Iterable[str]) -> dict:
             node.clear()
         node[parts[-1]] = value
     return opt
+
+
+# Numeric options and the smallest value each accepts (0 keeps its documented meaning where it has one).
+MINIMUM = {
+    ("train", "total_iter"): 1, ("train", "lr"): 0.0, ("train", "warmup_iter"): 0, ("train", "eta_min"): 0.0,
+    ("train", "weight_decay"): 0.0, ("train", "grad_clip"): 0.0, ("train", "ema_decay"): 0.0,
+    ("train", "max_minutes"): 0.0, ("val", "val_freq"): 0, ("val", "tile"): 0, ("val", "tile_overlap"): 0,
+    ("val", "num_visuals"): 0, ("logger", "print_freq"): 1, ("logger", "save_checkpoint_freq"): 1,
+    ("logger", "keep_last"): 0, ("test", "tile"): 0, ("test", "tile_overlap"): 0,
+}
+LOADER_MINIMUM = {"batch_size": 1, "num_workers": 0, "prefetch_factor": 1}
+
+
+def _check_minimum(name: str, value: Any, minimum) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
+        raise ConfigError(f"option '{name}' must be >= {minimum}, got {value!r}")
 
 
 def _compatible(default: Any, value: Any) -> bool:
@@ -212,15 +233,34 @@ def _check_section(opt: dict, defaults: dict, prefix: str) -> None:
         elif not _compatible(default, value):
             raise ConfigError(f"option '{name}' must be {type_name(default)}, got {type_name(value)} "
                               f"({value!r})")
+        if tuple(name.split(".")) in MINIMUM:
+            _check_minimum(name, value, MINIMUM[tuple(name.split("."))])
         choices = CHOICES.get(tuple(name.split(".")))
         if choices and value not in choices:
             raise ConfigError(f"option '{name}' must be one of {', '.join(map(str, choices))}, "
                               f"got {value!r}{did_you_mean(value, map(str, choices))}")
 
 
+def is_path_key(key: str) -> bool:
+    """Keys that name files or folders: root, input, output, pretrain_network, checkpoint, *_root, *_path,
+    *_file, *_mat, *_dir, *_checkpoint. Their values are text even when they look like numbers (a folder
+    named 20240101)."""
+    return key in ("root", "input", "output", "pretrain_network", "checkpoint") or key.endswith(
+        ("_root", "_path", "_file", "_mat", "_dir", "_checkpoint"))
+
+
+def _paths_as_text(section: Any) -> None:
+    """YAML reads a folder named 20240101 as a number: path values become text (in place)."""
+    if isinstance(section, dict):
+        for key, value in section.items():
+            if isinstance(value, dict):
+                _paths_as_text(value)
+            elif is_path_key(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                section[key] = str(value)
+
+
 def _check_paths(section: Any, prefix: str) -> None:
-    """Keys that name input files or folders (root, *_root, *_path, *_file, *_mat, *_dir, input,
-    pretrain_network) must exist when set."""
+    """Keys that name input files or folders (``is_path_key`` except outputs) must exist when set."""
     if not isinstance(section, dict):
         return
     for key, value in section.items():
@@ -228,9 +268,7 @@ def _check_paths(section: Any, prefix: str) -> None:
         if isinstance(value, dict):
             _check_paths(value, name + ".")
             continue
-        is_path = key in ("root", "input", "pretrain_network", "checkpoint") or key.endswith(
-            ("_root", "_path", "_file", "_mat", "_dir", "_checkpoint"))
-        if is_path and key not in OUTPUT_PATH_KEYS and isinstance(value, str) and value:
+        if is_path_key(key) and key not in OUTPUT_PATH_KEYS and isinstance(value, str) and value:
             if not Path(value).expanduser().exists():
                 raise ConfigError(f"option '{name}': file or folder does not exist: {value}")
 
@@ -262,11 +300,15 @@ def validate(opt: dict, phase: str = "train") -> dict:
         raise ConfigError("options must be a mapping")
     method_given = opt.get("method")
     opt = _fill_defaults(opt, DEFAULTS, "")
+    for section in ("datasets", "path", "test", "method"):
+        _paths_as_text(opt[section])
     if opt["name"] is REQUIRED or not opt["name"]:
         raise ConfigError("missing required option 'name'")
     if not isinstance(opt["name"], str) or any(c in opt["name"] for c in "/\\"):
         raise ConfigError(f"option 'name' must be a plain folder name, got {opt['name']!r}")
     _check_section(opt, DEFAULTS, "")
+    if opt["device"] not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", str(opt["device"])):
+        raise ConfigError(f"option 'device' must be auto, cpu, cuda or cuda:N, got {opt['device']!r}")
     if opt["network"] is REQUIRED:
         if phase == "train" or not opt["path"]["pretrain_network"]:
             raise ConfigError("missing required option 'network' ({type: <architecture>, ...})")
@@ -297,7 +339,14 @@ def validate(opt: dict, phase: str = "train") -> dict:
             if not _compatible(LOADER_KEYS[lk], lv):
                 raise ConfigError(f"option 'datasets.{key}.{lk}' must be {type_name(LOADER_KEYS[lk])}, "
                                   f"got {type_name(lv)} ({lv!r})")
+            if lk in LOADER_MINIMUM:
+                _check_minimum(f"datasets.{key}.{lk}", lv, LOADER_MINIMUM[lk])
         _check_registry_entry(dataset_cfg, DATASETS, f"datasets.{key}", required=True)
+    for section in ("val", "test"):
+        tile, overlap = opt[section]["tile"], opt[section]["tile_overlap"]
+        if tile and overlap >= tile:
+            raise ConfigError(f"option '{section}.tile_overlap' ({overlap}) must be smaller than "
+                              f"'{section}.tile' ({tile})")
     if phase == "train" and "train" not in opt["datasets"]:
         raise ConfigError("missing required option 'datasets.train'")
     for name in opt["val"]["metrics"]:

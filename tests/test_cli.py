@@ -121,3 +121,33 @@ def test_method_keys_without_type_apply_to_the_checkpoints_method(trained):
     result = run("valid.py", "-opt", "test.yml", "--set", "method.r3_copie=2", cwd=trained)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "method.r3_copie" in result.stderr.strip().splitlines()[-1]
+
+
+def test_folder_named_with_digits_and_files_that_are_not_images(trained):
+    folder = trained / "20240101"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for name in ("raw.dng", "phone.heic", "notes.txt"):
+        (folder / name).write_bytes(b"not an image we read")
+    result = run("test.py", "-opt", "test.yml", "--input", "20240101", "--output", "20240102", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert (trained / "20240102" / "a.png").is_file()
+    assert "skipping 3 file(s)" in result.stderr and "raw.dng" in result.stderr and "phone.heic" in result.stderr
+    single = run("test.py", "-opt", "test.yml", "--input", "20240101/phone.heic", "--output", "x", cwd=trained)
+    assert single.returncode == 2 and "Traceback" not in single.stderr
+    assert single.stderr.strip().count("\n") == 0 and "phone.heic is not an image file" in single.stderr
+
+
+@pytest.mark.parametrize("output", ["photos_in", "photos_in/denoised", "./photos_in/../photos_in/sub/deeper"])
+def test_output_in_the_input_folder_is_refused(trained, output):
+    folder = trained / "photos_in"
+    folder.mkdir(exist_ok=True)
+    original = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "keep.png"), original)
+    before = sorted(p.name for p in folder.rglob("*"))
+    result = run("test.py", "-opt", "test.yml", "--input", "photos_in", "--output", output, cwd=trained)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "never overwritten" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    assert np.array_equal(cv2.imread(str(folder / "keep.png"), cv2.IMREAD_UNCHANGED), original)

@@ -154,3 +154,16 @@ def test_amp_on_cpu_is_ignored_with_a_warning(tmp_path):
     assert trainer.amp_dtype is None
     trainer.train(stop_at=1)
     assert trainer.iteration == 1
+
+
+def test_max_minutes_shortens_the_run_to_the_budget(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=100000, max_minutes=0.02, warmup_iter=0)
+    opt["val"]["val_freq"] = 0
+    opt["logger"]["save_checkpoint_freq"] = 100000
+    trainer = Trainer(opt)
+    trainer.train()
+    total = trainer.opt["train"]["total_iter"]
+    assert 20 <= trainer.iteration == total < 100000                 # fitted after the probe steps
+    assert [it for it, _ in iteration_checkpoints(trainer.ckpt_dir)] == [total]
+    assert load_checkpoint(trainer.ckpt_dir / f"iter_{total:08d}.pth")["opt"]["train"]["total_iter"] == total
+    assert lr_factor(total, trainer.opt["train"]) == pytest.approx(trainer.opt["train"]["eta_min"] / 1e-3)

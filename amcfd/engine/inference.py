@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,10 +22,18 @@ from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 
 
 def select_device(name: str) -> torch.device:
+    """``device`` option -> torch.device: auto | cpu | cuda | cuda:N (one-line errors for anything else)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"option 'device: {name}' but CUDA is not available on this machine")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", str(name)):
+        raise ConfigError(f"option 'device' must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"option 'device: {name}' but CUDA is not available on this machine")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"option 'device: {name}' but this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s)")
     return torch.device(name)
 
 

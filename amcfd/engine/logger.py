@@ -59,6 +59,12 @@ class ExperimentLogger:
         if self.enabled and progress_bar:
             self.bar = tqdm(total=total, initial=iteration, desc="train", dynamic_ncols=True, file=sys.stderr)
 
+    def set_total(self, total: int) -> None:
+        """The run's end moved (train.max_minutes)."""
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def tick(self, iteration: int, losses: dict) -> None:
         if self.bar is not None:
             self.bar.update(iteration - self.bar.n)

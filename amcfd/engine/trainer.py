@@ -47,6 +47,9 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message names the iteration."""
 
 
+BUDGET_PROBE_STEPS = 20   # train.max_minutes: steps timed before total_iter is fitted to the budget
+
+
 def lr_factor(it: int, t: dict) -> float:
     """Learning-rate multiplier at iteration ``it``: linear warm-up, then cosine / multistep."""
     warm = t["warmup_iter"]
@@ -83,6 +86,7 @@ class Trainer:
     """Builds everything from a validated option dict and runs ``train()``."""
 
     def __init__(self, opt: dict, launcher: str = "none", auto_resume: bool = False):
+        self.started = time.perf_counter()     # train.max_minutes counts from here (setup and target caches too)
         self.opt = opt
         self.rank, self.world, device = dist.init_distributed(launcher, opt["dist"]["backend"])
         self.device = device or select_device(opt["device"])
@@ -203,6 +207,24 @@ class Trainer:
             prune_checkpoints(self.ckpt_dir, self.opt["logger"]["keep_last"])
         dist.barrier()
 
+    def _fit_budget(self, first: int, first_time: float) -> int:
+        """train.max_minutes: from the speed of the steps since ``first``, the last iteration that ends within
+        the budget; total_iter is lowered to it (the schedule follows), never raised. Same value on all ranks."""
+        t = self.opt["train"]
+        per_step = (time.perf_counter() - first_time) / (self.iteration - first)
+        left = t["max_minutes"] * 60 - (time.perf_counter() - self.started)
+        fit = torch.tensor([max(self.iteration, self.iteration + int(left / per_step))], dtype=torch.long)
+        if self.world > 1:
+            fit = fit.to(self.device)
+            torch.distributed.all_reduce(fit, op=torch.distributed.ReduceOp.MIN)
+        fit = int(fit.item())
+        if fit < t["total_iter"]:
+            log.info("train.max_minutes %g: %.3f s per step, total_iter %d -> %d", t["max_minutes"], per_step,
+                     t["total_iter"], fit)
+            t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
+            self.logger.set_total(fit)
+        return t["total_iter"]
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> bool:
         """Validate every val set; returns True when the tracked metric improved."""
@@ -276,9 +298,13 @@ class Trainer:
         val_freq = self.opt["val"]["val_freq"]
         last_losses: dict = {}
         batches = iter(loader)
+        first, first_time = self.iteration, time.perf_counter()
         while self.iteration < end:
             losses = self._step(next(batches))
             self.iteration += 1
+            if t["max_minutes"] and self.iteration - first == BUDGET_PROBE_STEPS:
+                total = self._fit_budget(first, first_time)
+                end = min(total, stop_at) if stop_at else total
             self.method.on_train_iter(self.iteration)
             if self.iteration % lg["print_freq"] == 0 or self.iteration == end:
                 last_losses = dist.reduce_mean_dict(losses)
