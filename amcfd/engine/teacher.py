@@ -117,6 +117,13 @@ class FrozenTeacher:
     def parameters(self):
         return self.method.parameters()
 
+    def network(self, device: torch.device | None = None) -> torch.nn.Module:
+        """The raw network of the teacher's method (frozen, eval mode), moved to ``device`` if given: for
+        methods that need more than the denoising pipeline, e.g. several hole sizes of ``ATBSN.forward_holes``."""
+        if device is not None and next(self.method.parameters()).device != device:
+            self.method.to(device)
+        return self.method.net
+
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
         """T(I_N) for (B, C, H, W) in [0, 1], clamped to [0, 1]; runs on the input's device."""
