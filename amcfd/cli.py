@@ -168,11 +168,6 @@ def main_valid(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- test
 def _test(argv) -> None:
-    import torch
-    from tqdm import tqdm
-
-    from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, write_image
-    from amcfd.engine.inference import build_denoiser
     from amcfd.options import load_options, validate
 
     p = _parser("test.py", "denoising of a folder or file of photos")
@@ -187,13 +182,27 @@ def _test(argv) -> None:
     source = opt["test"]["input"]
     if not source:
         raise ConfigError("nothing to denoise: give --input PATH or option 'test.input'")
-    files = photo_files(source)
     out_dir = Path(opt["test"]["output"] or Path(opt["path"]["results_root"]) / opt["name"] / "images")
     check_output_folder(Path(source), out_dir)
+    files = photo_files(source)
+    written = denoise_files(opt, files, Path(source), out_dir)
+    print(f"denoised {written} of {len(files)} images into {out_dir}")
+
+
+def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, desc: str = "denoise") -> int:
+    """Denoise ``files`` (from ``source``, a folder or one file) with the trained method of ``opt`` into
+    ``out_dir`` (same relative names; JPEG -> PNG; bit depth, gray and alpha kept); unreadable images are
+    skipped with a warning. Returns how many were written."""
+    import torch
+    from tqdm import tqdm
+
+    from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, write_image
+    from amcfd.engine.inference import build_denoiser
+
     method, denoise_fn = build_denoiser(opt)
     in_channels = _input_channels(method)
     written = 0
-    for path in tqdm(files, desc="denoise", dynamic_ncols=True, file=sys.stderr):
+    for path in tqdm(files, desc=desc, dynamic_ncols=True, file=sys.stderr):
         try:
             img, info = read_image(path)
         except ImageReadError as exc:
@@ -208,11 +217,11 @@ def _test(argv) -> None:
         if channels == 1 and in_channels == 3:
             y = y.mean(dim=1, keepdim=True)
         suffix = ".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix
-        rel = path.relative_to(source) if Path(source).is_dir() else Path(path.name)
+        rel = path.relative_to(source) if source.is_dir() else Path(path.name)
         write_image(out_dir / rel.with_suffix(suffix), to_image(y[0]), bit_depth=info["bit_depth"],
                     alpha=info.get("alpha"))
         written += 1
-    print(f"denoised {written} of {len(files)} images into {out_dir}")
+    return written
 
 
 def photo_files(source) -> list[Path]:
@@ -239,6 +248,8 @@ def photo_files(source) -> list[Path]:
 
 def check_output_folder(source: Path, out_dir: Path) -> None:
     """Never write into the photos being denoised: the output may not be the input folder or inside it."""
+    if not source.exists():
+        return                                    # photo_files names the missing input
     src = source.resolve() if source.is_dir() else source.resolve().parent
     out = out_dir.resolve()
     if out == src or src in out.parents:

@@ -20,7 +20,7 @@ GOLDEN = {
     "amsnet_deamnet.pt": ("DeamNet", ["32x48"]),
 }
 TOLERANCE = 1e-5  # reference README: max(1e-5, 10 * max(thr, fp64)) = 1e-5 for all five networks
-ALL_ARCHS = ["Restormer", "NAFNetBase", "NAFNet", "DnCNN", "UNet", "DeamNet"]
+ALL_ARCHS = ["Restormer", "NAFNetBase", "NAFNet", "DnCNN", "UNet", "DeamNet", "ATBSNStudent", "NBSN"]
 
 
 def _reference_net(ref: dict, arch_type: str, config: dict | None = None) -> torch.nn.Module:

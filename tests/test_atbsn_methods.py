@@ -56,8 +56,11 @@ def teacher_ckpt(tmp_path_factory) -> Path:
 
 
 def distill(teacher_ckpt: Path, student: dict = STUDENT_NET, **kw) -> ATBSNDistill:
+    """The method as a fresh training run sees it (the engine calls on_train_start)."""
     torch.manual_seed(5)
-    return ATBSNDistill(build_arch(student), {"checkpoint": str(teacher_ckpt)}, **kw)
+    method = ATBSNDistill(build_arch(student), {"checkpoint": str(teacher_ckpt)}, **kw)
+    method.on_train_start()
+    return method
 
 
 # ----------------------------------------------------------------------------- ATBSN
@@ -173,6 +176,11 @@ def test_atbsn_then_distill_end_to_end_through_the_trainer(tmp_path):
     x = noisy_batch()[:1]
     with torch.no_grad():
         assert torch.allclose(denoise(x), student_run.net.eval()(x).clamp(0, 1), atol=1e-6)
+    # applied with its own method (teacher given): the trained student is used, never re-initialised
+    method, denoise = build_denoiser(validate({
+        "name": "t", "device": "cpu", "method": {"type": "ATBSNDistill", "teacher": {"checkpoint": str(teacher_ckpt)}},
+        "path": {"pretrain_network": str(student_run.ckpt_dir / "iter_00000002.pth")}}, "valid"))
+    assert all(torch.equal(method.net.state_dict()[k], v) for k, v in saved["network"].items())
 
 
 @pytest.mark.parametrize("name", ["atbsn.yml", "atbsn_distill.yml", "apr.yml", "aprrd.yml"])
@@ -186,6 +194,7 @@ def test_shipped_training_files_build_their_methods(tmp_path, name):
         opt["method"]["teacher"]["checkpoint"] = str(save_atbsn(tmp_path / "teacher.pth", net))
     opt["datasets"] = {"train": dict(TRAIN_SET)}
     method = build_method(validate(opt, "train"), build_arch(opt["network"]))
+    method.on_train_start()
     assert type(method).__name__ == opt["method"]["type"]
     if name == "atbsn_distill.yml":
         assert len(method.copied_keys) == len(method.net.state_dict()) - 4

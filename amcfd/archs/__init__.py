@@ -2,8 +2,9 @@
 
 Registered architectures (``amcfd.registry.ARCHS``): ``Restormer``, ``NAFNetBase`` (AMSNet's gate-free
 NAFNet baseline), ``NAFNet`` (the NAFNet paper network, the AM-CFD student), ``DnCNN``, ``UNet``,
-``DeamNet`` (alias ``Deam``, the authors' class name); the blind-spot networks ``DBSNl`` (AP-BSN) and
-``AMBSN`` (AM-BSN).
+``DeamNet`` (alias ``Deam``, the authors' class name); the blind-spot networks ``DBSNl`` (AP-BSN),
+``AMBSN`` (AM-BSN) and ``ATBSN`` (AT-BSN, tunable blind spot; APR-RD's teacher); the single-pass students
+``ATBSNStudent`` (AT-BSN's N_BSN) and ``NBSN`` (APR-RD's and TM-BSN's 1.02M U-Net).
 
 Building (the public entry point used by option files)::
 

@@ -113,6 +113,8 @@ class Trainer:
                                          source=opt["path"]["pretrain_network"])
             log.info("initialised %s from %s", which, opt["path"]["pretrain_network"])
         self.method = build_method(opt, self.net).to(self.device)
+        if resume_from is None:
+            self.method.on_train_start()       # e.g. a student initialised from its teacher (before the EMA copy)
         self.model = self.method
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

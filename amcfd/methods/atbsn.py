@@ -122,20 +122,23 @@ class ATBSNDistill(ATBSNTeacherDistill):
       teacher: the frozen ATBSN (see ATBSNTeacherDistill), e.g. {checkpoint: experiments/atbsn/models/best.pth}.
       holes: the teacher's blind-spot sizes ([0, 1, 3, 5, 7, 9, 11], the authors'). pad: reflect padding of the
         teacher's input, cropped off its outputs (0, the authors').
-      init_from_teacher: when the method is built, copy the teacher's weights into the student (true, the
-        authors' ``load_network_bsn2nbsn``): every state-dict key that matches in name and shape, except the
-        heads ``nin_*`` and the last decoder block ``unet.dec1.*`` (conv1 and conv2). It runs in the
-        constructor, after ``path.pretrain_network`` was loaded: set it false to start from a student checkpoint,
-        and to apply a trained student with this method (or use SinglePass, options/test/atbsn_student.yml).
-        The student's and teacher's ``value_range`` must then agree.
+      init_from_teacher: when a training run starts fresh, copy the teacher's weights into the student (true,
+        the authors' ``load_network_bsn2nbsn``): every state-dict key that matches in name and shape, except the
+        heads ``nin_*`` and the last decoder block ``unet.dec1.*`` (conv1 and conv2). It runs in the engine's
+        ``on_train_start`` hook (after ``path.pretrain_network`` is loaded; never on resume, never in valid.py or
+        test.py): set it false to start from a student checkpoint. The student's and teacher's ``value_range``
+        must then agree.
     """
 
     def __init__(self, net: nn.Module, teacher: dict | None = None, holes: Sequence[int] = (0, 1, 3, 5, 7, 9, 11),
                  pad: int = 0, init_from_teacher: bool = True):
         super().__init__(net, teacher, holes, pad)
         _require(isinstance(init_from_teacher, bool), "init_from_teacher", init_from_teacher, "true or false")
+        self.init_from_teacher = init_from_teacher
         self.copied_keys: list = []
-        if init_from_teacher:
+
+    def on_train_start(self) -> None:
+        if self.init_from_teacher:
             self.copied_keys = self._init_from_teacher()
 
     def _init_from_teacher(self) -> list:

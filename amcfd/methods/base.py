@@ -18,6 +18,9 @@ class Method(nn.Module):
     * ``denoise(noisy) -> Tensor``: the full inference pipeline on whole images, same shape
       as the input; called under ``torch.no_grad()`` in eval mode.
     * ``on_train_iter(iteration)``: optional per-iteration hook (e.g. teacher refresh).
+    * ``on_train_start()``: called once when a training run starts fresh (not on resume, never in
+      valid.py/test.py), after ``path.pretrain_network`` is loaded and before the EMA copy is made: e.g. a
+      student initialised from its teacher's weights.
     * ``teacher_targets``: None, or an ``engine.teacher.TeacherTargets`` the engine prepares before
       training (cached teacher outputs per training image, delivered in the batches).
     * ``checkpoint_state()`` / ``load_checkpoint_state(state)``: extra training state saved in (and
@@ -41,6 +44,9 @@ class Method(nn.Module):
 
     def on_train_iter(self, iteration: int) -> None:
         """Called by the engine after every optimizer step (default: nothing)."""
+
+    def on_train_start(self) -> None:
+        """Called by the engine when a training run starts fresh (default: nothing)."""
 
     def checkpoint_state(self) -> dict:
         """Training state besides ``self.net`` that a resumed run needs (default: none)."""
