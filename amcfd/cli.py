@@ -123,17 +123,22 @@ def main_train(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- valid
 def _valid(argv) -> None:
+    """valid.py: the metrics of option ``val.metrics`` when the option file (or --set) names them, else PSNR
+    and both SSIMs (skimage, MATLAB); table in metrics.md, means and per-image values in metrics.json (the mean
+    of 'ssim' under the key 'ssim_skimage', every other metric under its own name)."""
     from amcfd.engine.inference import build_dataset, build_denoiser, evaluate, format_table
-    from amcfd.options import dataset_sets, load_options
+    from amcfd.options import dataset_sets, load_options, validate
 
     args = _parser("valid.py", "validation").parse_args(argv)
-    opt = load_options(args.opt, args.set, phase="valid")
+    given = load_options(args.opt, args.set)
+    named = isinstance(given, dict) and isinstance(given.get("val"), dict) and "metrics" in given["val"]
+    opt = validate(given, "valid")
     sets = dataset_sets(opt, "valid")
     if not sets:
         raise ConfigError("no evaluation sets: add datasets.val_<name> or datasets.test_<name> entries")
     method, denoise_fn = build_denoiser(opt)
     device = next(method.parameters()).device
-    metrics = ["psnr", "ssim", "ssim_matlab"]
+    metrics = list(opt["val"]["metrics"]) if named else ["psnr", "ssim", "ssim_matlab"]
     out_dir = Path(opt["path"]["results_root"]) / opt["name"]
     results = {}
     for name, cfg in sets.items():
@@ -145,7 +150,8 @@ def _valid(argv) -> None:
     print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.md").write_text(table + "\n")
-    report = {name: {"n": r["n"], "psnr": r["psnr"], "ssim_skimage": r["ssim"], "ssim_matlab": r["ssim_matlab"],
+    json_key = {"ssim": "ssim_skimage"}
+    report = {name: {"n": r["n"], **{json_key.get(m, m): r[m] for m in metrics},
                      "sec_per_image": r["sec_per_image"], "per_image": r["per_image"]}
               for name, r in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -259,13 +265,10 @@ def check_output_folder(source: Path, out_dir: Path) -> None:
 
 
 def _input_channels(method) -> int:
-    """Input channels of the method's network (first conv), 3 if unknown."""
-    import torch
+    """Input channels of the method's network (first conv), 3 if unknown: ``amcfd.archs.input_channels``."""
+    from amcfd.archs import input_channels
 
-    for module in method.net.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return module.in_channels
-    return 3
+    return input_channels(method.net)
 
 
 def main_test(argv=None) -> int:

@@ -194,3 +194,51 @@ def test_element_and_checkerboard_masks_run_end_to_end():
         assert method.denoise(torch.rand(1, 3, 12, 12)).shape == (1, 3, 12, 12)
         method.train()
         assert torch.isfinite(method({"noisy": torch.rand(1, 3, 20, 20)})["l_mask"])
+
+
+class NeighbourNet(nn.Module):
+    """Outputs, at every position, its input at offset (dy, dx) within the (sub-)image, 0 outside: a
+    network that copies one neighbour's value, the way a leak would be exploited."""
+
+    def __init__(self, dy: int, dx: int):
+        super().__init__()
+        self.dy, self.dx = dy, dx
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        padded = nn.functional.pad(x, (2, 2, 2, 2))
+        return padded[..., 2 + self.dy:2 + self.dy + h, 2 + self.dx:2 + self.dx + w]
+
+
+def distinct_image(h: int, w: int) -> torch.Tensor:
+    """(1, 3, h, w) with every value different and > 0 (a copy of a pixel is recognised by its value)."""
+    n = 3 * h * w
+    return ((torch.randperm(n).float() + 1) / (n + 1)).reshape(1, 3, h, w)
+
+
+def own_value_reaches_output(stride: int, size: tuple, **options) -> bool:
+    """Whether, for some neighbour-copying network within 2 sub-image pixels, a pixel's output (taken from the
+    branch that hid it) equals its own noisy value."""
+    torch.manual_seed(0)
+    noisy = distinct_image(*size)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            method = AMSNet(NeighbourNet(dy, dx), pd_test=stride, **options).eval()
+            if (method.denoise(noisy) == noisy).any():
+                return True
+    return False
+
+
+@pytest.mark.parametrize("stride, size", [(2, (9, 11)), (2, (8, 7)), (3, (10, 8)), (4, (9, 10)), (5, (12, 13))])
+def test_default_padding_never_shows_a_hidden_pixel_its_own_value(stride, size):
+    default = AMSNet(TinyNet()).pad_mode
+    sub = pd_down(distinct_image(*size), stride, pad_mode=default)
+    for image in sub:                                  # no value twice in one sub-image: no copy next to its pixel
+        assert torch.unique(image).numel() == image.numel()
+    assert not own_value_reaches_output(stride, size)
+
+
+def test_reflect_padding_leaks_at_p2_with_odd_sizes():
+    # the mode the default replaced: row H mirrors row H-2, same phase for s = 2, one sub-image row away
+    assert own_value_reaches_output(2, (9, 11), pad_mode="reflect")
+    assert not own_value_reaches_output(2, (8, 10), pad_mode="reflect")     # even sizes are not padded

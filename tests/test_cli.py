@@ -151,3 +151,28 @@ def test_output_in_the_input_folder_is_refused(trained, output):
     assert "never overwritten" in result.stderr and result.stderr.strip().count("\n") == 0
     assert sorted(p.name for p in folder.rglob("*")) == before
     assert np.array_equal(cv2.imread(str(folder / "keep.png"), cv2.IMREAD_UNCHANGED), original)
+
+
+def test_valid_computes_the_metrics_the_options_name(trained):
+    result = run("valid.py", "-opt", "test.yml", "--set", "name=cli_metrics", "val.metrics=[psnr, ssim_matlab]",
+                 cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert "SSIM (MATLAB)" in result.stdout and "SSIM (skimage)" not in result.stdout
+    metrics = json.loads((trained / "results/cli_metrics/metrics.json").read_text())["val_synth"]
+    assert {"psnr", "ssim_matlab"} <= set(metrics) and "ssim_skimage" not in metrics and "ssim" not in metrics
+    assert all(set(scores) == {"psnr", "ssim_matlab"} for scores in metrics["per_image"].values())
+
+
+def test_train_with_a_gray_network_on_rgb_data_is_a_one_line_error(tmp_path):
+    opt = {"name": "gray_net", "device": "cpu",
+           "network": {"type": "DnCNN", "in_nc": 1, "out_nc": 1, "nc": 8, "nb": 3},
+           "method": {"type": "AMSNet", "pd_train": 2},
+           "datasets": {"train": {"type": "SyntheticCameraNoise", "images": ["astronaut"], "scale": 0.25,
+                                  "crop_size": 32, "batch_size": 2}},
+           "train": {"total_iter": 2}}
+    (tmp_path / "train.yml").write_text(yaml.safe_dump(opt))
+    result = run("train.py", "-opt", "train.yml", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "option 'network': DnCNN takes 1-channel images but datasets.train gives 3-channel" in result.stderr
+    assert not (tmp_path / "experiments").exists()

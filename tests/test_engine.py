@@ -167,3 +167,52 @@ def test_max_minutes_shortens_the_run_to_the_budget(tmp_path):
     assert [it for it, _ in iteration_checkpoints(trainer.ckpt_dir)] == [total]
     assert load_checkpoint(trainer.ckpt_dir / f"iter_{total:08d}.pth")["opt"]["train"]["total_iter"] == total
     assert lr_factor(total, trainer.opt["train"]) == pytest.approx(trainer.opt["train"]["eta_min"] / 1e-3)
+
+
+def test_network_that_does_not_take_the_images_channels_fails_before_the_folder(tmp_path):
+    from amcfd.registry import ConfigError
+
+    opt = tiny_options(tmp_path)
+    opt["network"].update(in_nc=1, out_nc=1)                     # a gray network on RGB data
+    with pytest.raises(ConfigError) as err:
+        Trainer(opt)
+    message = str(err.value)
+    assert "\n" not in message and "'network'" in message and "network.in_nc" in message
+    assert "takes 1-channel images but datasets.train gives 3-channel images" in message
+    assert not (tmp_path / "tiny").exists()                      # nothing made (or archived)
+
+    import cv2
+    import numpy as np
+
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(gray / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8))
+    opt = tiny_options(tmp_path)                                 # an RGB network on gray data
+    opt["datasets"]["train"] = {"type": "NoisyFolder", "root": str(gray), "channels": 1, "crop_size": 24,
+                                "batch_size": 2, "num_workers": 0}
+    with pytest.raises(ConfigError, match="takes 3-channel images but datasets.train gives 1-channel"):
+        Trainer(opt)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_validation_masks_come_from_the_seed_and_leave_training_alone(tmp_path):
+    runs = {}
+    for val_freq in (1, 0):                                      # every step / only at the end
+        opt = tiny_options(tmp_path / str(val_freq))
+        opt["val"]["val_freq"] = val_freq
+        runs[val_freq] = Trainer(opt)
+        runs[val_freq].train()
+    for key, value in runs[0].net.state_dict().items():
+        assert torch.equal(value, runs[1].net.state_dict()[key]), key
+    for key, value in runs[0].ema.state_dict().items():
+        assert torch.equal(value, runs[1].ema.state_dict()[key]), key
+
+    trainer, seen = runs[0], []
+    trainer.logger.validation = lambda it, results, metrics: seen.append(results["val"])
+    torch.manual_seed(123)                                       # whatever the global RNG holds
+    trainer.validate()
+    torch.rand(5)
+    trainer.validate()
+    assert seen[0]["psnr"] == seen[1]["psnr"] and seen[0]["ssim"] == seen[1]["ssim"]
+    assert seen[0]["per_image"] == seen[1]["per_image"]

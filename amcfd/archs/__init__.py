@@ -41,6 +41,7 @@ The key names themselves are the authors', so no renaming is needed for the netw
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Mapping, NamedTuple
 
@@ -49,12 +50,30 @@ from torch import nn
 
 from amcfd.registry import ARCHS, ConfigError, did_you_mean
 
-__all__ = ["build_arch", "preset_names", "convert_state_dict", "load_weights", "LoadReport", "ARCHS"]
+__all__ = ["build_arch", "preset_names", "convert_state_dict", "load_weights", "LoadReport", "ARCHS",
+           "input_channels", "input_channels_option"]
 
 
 def preset_names(arch_type: str) -> list[str]:
     """Names of the presets of a registered architecture."""
     return sorted(getattr(ARCHS.get(arch_type), "PRESETS", {}))
+
+
+def input_channels(net: nn.Module) -> int:
+    """Image channels ``net`` takes: the input channels of its first ``Conv2d`` (3 if it has none)."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def input_channels_option(arch_type: str) -> str | None:
+    """The constructor argument of a registered architecture that sets its input channels (``in_nc``,
+    ``in_ch``, ``img_channel``...), or None when it has none."""
+    import inspect
+
+    params = inspect.signature(ARCHS.get(arch_type)).parameters
+    return next((p for p in params if re.fullmatch(r"(in|inp|img|n)_?(nc|ch|chan|channels?)", p)), None)
 
 
 def resolve_preset(cfg: Mapping[str, Any], where: str = "network") -> dict:

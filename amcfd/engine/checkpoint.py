@@ -1,10 +1,18 @@
-"""Checkpoints: one file per save, written atomically, the last N kept plus the best."""
+"""Checkpoints: one file per save, written atomically, the last N kept plus the best.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: only tensors and plain containers are
+unpickled, so a file from elsewhere cannot run code. Ours are written in those types only (``atomic_save``
+turns paths and numpy values into plain ones; ``rng_state`` stores numpy's key as a tensor). Authors' files
+that need full unpickling go through ``scripts/import_checkpoint.py --unsafe-load`` once, by choice.
+"""
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import random
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -15,12 +23,35 @@ FORMAT = "amcfd-checkpoint-v1"
 ITER_NAME = re.compile(r"^iter_(\d+)\.pth$")
 
 
+def weights_only_types(obj):
+    """``obj`` with paths as text and numpy scalars/arrays as Python values/lists, so that
+    ``torch.load(weights_only=True)`` reads it back; containers without such values are returned as they are
+    (a state_dict keeps its class and ``_metadata``)."""
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        changed = {k: new for k, v in obj.items() if (new := weights_only_types(v)) is not v}
+        if not changed:
+            return obj
+        out = copy.copy(obj)
+        out.update(changed)
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [weights_only_types(v) for v in obj]
+        if all(new is old for new, old in zip(items, obj)):
+            return obj
+        return items if isinstance(obj, list) else tuple(items)
+    return obj
+
+
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
+    """torch.save (in weights-only types) to a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        torch.save(weights_only_types(obj), tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -28,7 +59,14 @@ def atomic_save(obj: dict, path: Path) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy, torch (and CUDA) RNG states in weights-only types: numpy's as a dict whose key is an
+    int64 tensor (``set_rng_state`` restores it exactly)."""
+    np_state = np.random.get_state(legacy=False)
+    numpy_state = {"bit_generator": np_state["bit_generator"],
+                   "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                   "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                   "gauss": float(np_state["gauss"])}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -36,7 +74,11 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    np.random.set_state({"bit_generator": saved["bit_generator"],
+                         "state": {"key": torch.as_tensor(saved["key"]).numpy().astype(np.uint32),
+                                   "pos": saved["pos"]},
+                         "has_gauss": saved["has_gauss"], "gauss": saved["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -63,16 +105,37 @@ def prune_checkpoints(folder: Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def _refusal_reason(exc: Exception) -> str:
+    """The line of torch's weights-only error that names what was refused (its wording varies by version)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    boilerplate = ("Weights only load failed", "Check the documentation", "(1)", "(2)", "Please file an issue")
+    for line in text.splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if line and not line.startswith(boilerplate):
+            return line.split(" Please use")[0].rstrip(".")
+    return type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load one of our checkpoints (or a bare state_dict) with a clear error for bad files."""
+    """Load one of our checkpoints (or a bare state_dict) with ``weights_only=True``: a file that holds
+    anything but tensors and plain containers (e.g. a pickle that would run code) is refused, unexecuted.
+    Bad or refused files are a one-line ConfigError."""
     path = Path(path)
     try:
-        # Our checkpoints hold numpy/python RNG states: full unpickling of a file we wrote.
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        reason = _refusal_reason(exc)
+        if not re.search(r"GLOBAL|[Uu]nsupported class|allowed global", reason):
+            raise ConfigError(f"cannot read checkpoint {path}: not a PyTorch weights file ({reason})") from None
+        raise ConfigError(f"cannot read checkpoint {path}: refused, it holds Python objects besides tensors and "
+                          f"plain containers ({reason}); checkpoints are read with torch.load(weights_only=True), "
+                          "which never runs code from the file. Convert an authors' checkpoint you trust with "
+                          "scripts/import_checkpoint.py --unsafe-load") from None
     except Exception as exc:
-        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
     if not isinstance(ckpt, dict):
         raise ConfigError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     if "network" not in ckpt:  # a bare state_dict or a foreign layout

@@ -15,8 +15,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from amcfd.analysis.auto import auto_summary, resolve_auto
-from amcfd.archs import build_arch
-from amcfd.data.loader import train_loader
+from amcfd.archs import build_arch, input_channels, input_channels_option
+from amcfd.data.loader import SeededSamples, train_loader
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import (
     FORMAT,
@@ -34,11 +34,13 @@ from amcfd.engine.inference import (
     evaluate,
     format_table,
     load_network_weights,
+    seeded,
     select_device,
     tiled_denoise,
 )
 from amcfd.engine.logger import ExperimentLogger
 from amcfd.options import save_options
+from amcfd.registry import ConfigError
 
 log = logging.getLogger("amcfd")
 
@@ -82,6 +84,24 @@ def archive_folder(folder: Path) -> Path:
     return target
 
 
+def check_input_channels(net: torch.nn.Module, arch_type: str, seed: int, datasets: dict) -> None:
+    """One-line ConfigError when the first item of a dataset ({option name: dataset}) has other channels
+    than ``net`` takes (first conv), instead of a traceback from inside the network. The item is read with
+    its own seed; the caller's RNG states are left as they were."""
+    wanted = input_channels(net)
+    for where, dataset in datasets.items():
+        if len(dataset) == 0:
+            continue
+        item = SeededSamples(dataset)[(0, seed)]
+        channels = item["noisy"].shape[-3]
+        if channels != wanted:
+            option = input_channels_option(arch_type)
+            hint = f" (network.{option})" if option else ""
+            raise ConfigError(f"option 'network': {arch_type} takes {wanted}-channel images but {where} gives "
+                              f"{channels}-channel images; set the network's input and output channels{hint} "
+                              f"to {channels}")
+
+
 class Trainer:
     """Builds everything from a validated option dict and runs ``train()``."""
 
@@ -92,10 +112,17 @@ class Trainer:
         self.device = device or select_device(opt["device"])
         self.exp_dir = Path(opt["path"]["experiments_root"]) / opt["name"]
         self.ckpt_dir = self.exp_dir / "models"
-        resume_from = self._prepare_folder(auto_resume)
         if not dist.is_main():
             log.setLevel(logging.WARNING)  # one copy of every log line: rank 0's
+        # data and network first: options they refuse fail before the experiment folder is made or archived
         self.train_set, self.train_loader_opts = build_dataset(opt["datasets"]["train"], "datasets.train")
+        self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items()
+                         if k.startswith("val")}
+        seed_everything(opt["seed"])  # same init on every rank (DDP also broadcasts it)
+        self.net = build_arch(opt["network"])
+        check_input_channels(self.net, opt["network"]["type"], opt["seed"], {
+            "datasets.train": self.train_set, **{f"datasets.{k}": ds for k, (ds, _) in self.val_sets.items()}})
+        resume_from = self._prepare_folder(auto_resume)
         opt, self.auto_choices = resolve_auto(opt, self.train_set)   # 'auto' options, from the noisy images
         self.opt = opt
         self.logger = ExperimentLogger(self.exp_dir, opt, enabled=dist.is_main())
@@ -105,8 +132,6 @@ class Trainer:
             log.info(auto_summary(self.auto_choices))
 
         t = opt["train"]
-        seed_everything(opt["seed"])  # same init on every rank (DDP also broadcasts it)
-        self.net = build_arch(opt["network"])
         if opt["path"]["pretrain_network"]:
             which = load_network_weights(self.net, load_checkpoint(opt["path"]["pretrain_network"]),
                                          strict=opt["path"]["strict_load"], use_ema=False,
@@ -133,8 +158,6 @@ class Trainer:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
 
         self.train_set = self._with_teacher_targets(self.train_set)
-        self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items()
-                         if k.startswith("val")}
 
     # ------------------------------------------------------------------ setup helpers
     def _amp_dtype(self, amp):
@@ -229,21 +252,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> bool:
-        """Validate every val set; returns True when the tracked metric improved."""
+        """Validate every val set; returns True when the tracked metric improved.
+
+        Each image's masks are drawn from option ``seed``, as in valid.py (``inference.seeded``), so every
+        validation of the same weights gives the same numbers and best.pth is chosen on comparable ones;
+        the RNG states are restored afterwards, so training draws the same whatever ``val.val_freq`` is."""
         if not self.val_sets:
             return False
-        v = self.opt["val"]
+        v, seed = self.opt["val"], self.opt["seed"]
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            with seeded(seed, self.device):
+                return tiled_denoise(self.method.denoise, x, v["tile"], v["tile_overlap"])
+
+        training_rng = rng_state()              # loaders and masks below draw from the global RNGs
         self.method.eval()
-        fn = lambda x: tiled_denoise(self.method.denoise, x, v["tile"], v["tile_overlap"])  # noqa: E731
-        with self.ema.swapped_into(self.net) if self.ema else contextlib.nullcontext():
-            results = {name: evaluate(fn, dataset, loader_opts, v["metrics"], self.device, visuals=v["num_visuals"])
-                       for name, (dataset, loader_opts) in self.val_sets.items()}
-        self.method.train()
+        try:
+            with self.ema.swapped_into(self.net) if self.ema else contextlib.nullcontext():
+                results = {name: evaluate(fn, dataset, loader_opts, v["metrics"], self.device,
+                                          visuals=v["num_visuals"])
+                           for name, (dataset, loader_opts) in self.val_sets.items()}
+            if self.noisy_baseline is None:  # the noisy input's own scores, for reference
+                self.noisy_baseline = {
+                    f"{name} (noisy input)": evaluate(lambda x: x, ds, lo, v["metrics"], self.device)
+                    for name, (ds, lo) in self.val_sets.items()}
+        finally:
+            self.method.train()
+            set_rng_state(training_rng)
         self.logger.validation(self.iteration, results, v["metrics"])
-        if self.noisy_baseline is None:  # the noisy input's own scores, for reference
-            self.noisy_baseline = {
-                f"{name} (noisy input)": evaluate(lambda x: x, ds, lo, v["metrics"], self.device)
-                for name, (ds, lo) in self.val_sets.items()}
         table = format_table({**self.noisy_baseline, **results}, v["metrics"])
         log.info("validation at iteration %d\n%s", self.iteration, table)
         tracked = results[next(iter(results))][v["metrics"][0]] if v["metrics"] else None

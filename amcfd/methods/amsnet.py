@@ -75,10 +75,11 @@ def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | No
 
 
 def amsnet_denoise(net: nn.Module, noisy: torch.Tensor, stride: int = 2,
-                   masks: torch.Tensor | None = None, pad_mode: str = "reflect", **mask_options):
+                   masks: torch.Tensor | None = None, pad_mode: str = "replicate", **mask_options):
     """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8), (B, C, H, W) -> (B, C, H, W).
 
-    Sizes not divisible by ``stride`` are padded (``pad_mode``) and cropped back. ``masks``:
+    Sizes not divisible by ``stride`` are padded (``pad_mode``; ``replicate`` never puts a copy of a pixel
+    in its own sub-image, see ``AMSNet``) and cropped back. ``masks``:
     optional keep-masks for the sub-images (k, B*s*s, 1|C, H/s, W/s). ``mask_options`` go to
     ``multi_mask_denoise`` (num_masks, mask_mode, mask_ratio, chunk_size, batched, workers).
     """
@@ -187,7 +188,11 @@ class AMSNet(Method):
         automatic: one per torch thread (at most 8) on CPU, 1 on GPU and in training.
       batched: run branches and R^3 copies as one batch (True), chunked as above, or one forward per
         branch and R^3 copy (False: a Python loop; the authors loop over branches, batch R^3 copies).
-      pad_mode: padding for sizes not divisible by pd_test ('reflect' | 'replicate' | 'zero').
+      pad_mode: padding of sizes not divisible by the PD stride ('replicate' | 'zero' | 'reflect'). 'replicate'
+        (default) fills rows H..H+p-1 with row H-1 (phases H mod s.. s-1, never (H-1) mod s; columns alike), so
+        a copy of a pixel never lands in its own sub-image and cannot stand in for it when it is hidden; 'zero'
+        copies nothing. 'reflect' puts row H-2-k at H+k, in the same sub-image when s divides 2k+2: for even
+        strides (P_2) right next to the pixel, whose hidden noisy value then leaks into its output.
       recharge: give back detail the blind-spot output lost, by the local Wiener blend with the noisy
         input of ops/recharge.py (False: the paper's output). recharge_window: its box (9).
         recharge_quantile: the quantile of the local residual energy taken as the noise floor (0.05).
@@ -200,7 +205,7 @@ class AMSNet(Method):
                  finetune_smooth: bool = False, smooth_weight: float = 0.01, pd_finetune=None,
                  smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
                  r3_mode: str = "pixel", chunk_size=None, workers=None, batched: bool = True,
-                 pad_mode: str = "reflect", recharge: bool = False, recharge_window: int = 9,
+                 pad_mode: str = "replicate", recharge: bool = False, recharge_window: int = 9,
                  recharge_quantile: float = 0.05):
         super().__init__(net)
         for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):

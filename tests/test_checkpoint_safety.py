@@ -1,0 +1,89 @@
+"""Checkpoints are read weights-only: ours load that way (and resume exactly); a pickle that would run code is
+refused, one line, without running it."""
+from __future__ import annotations
+
+import pathlib
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from amcfd.engine.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state, weights_only_types
+from amcfd.registry import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling calls ``Path(marker).write_text(...)``: a harmless stand-in for ``os.system``. Built from the
+    standard library only, so any process that fully unpickles the file runs it."""
+
+    def __init__(self, marker: Path):
+        self.marker = pathlib.Path(marker)
+
+    def __reduce__(self):
+        return pathlib.Path.write_text, (self.marker, "code from the checkpoint ran")
+
+
+@pytest.fixture()
+def hostile(tmp_path) -> tuple[Path, Path]:
+    """(a checkpoint in our layout whose pickle writes a marker file, the marker's path)."""
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "hostile.pth"
+    torch.save({"format": "amcfd-checkpoint-v1", "network": {"w": torch.zeros(1)}, "opt": Payload(marker)}, path)
+    torch.load(path, weights_only=False)       # the payload works: full unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    return path, marker
+
+
+def test_code_in_a_checkpoint_is_refused_and_never_runs(hostile):
+    path, marker = hostile
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"cannot read checkpoint {path}: refused")
+    assert "weights_only=True" in message and "--unsafe-load" in message
+    assert not marker.exists()
+
+
+def test_valid_py_refuses_it_with_one_line_and_exit_code_2(hostile, tmp_path):
+    path, marker = hostile
+    opt = {"name": "hostile", "path": {"pretrain_network": str(path)},
+           "datasets": {"val_synth": {"type": "SyntheticCameraNoise", "images": ["chelsea"], "with_clean": True,
+                                      "scale": 0.25}}}
+    (tmp_path / "valid.yml").write_text(yaml.safe_dump(opt))
+    run = subprocess.run([sys.executable, str(REPO / "valid.py"), "-opt", "valid.yml"], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "refused" in run.stderr
+    assert not marker.exists() and not (tmp_path / "results").exists()
+
+
+def test_our_checkpoint_types_load_weights_only_and_restore_the_rngs(tmp_path):
+    random.seed(5)
+    np.random.seed(6)
+    np.random.standard_normal()                 # leaves numpy's cached gaussian set
+    torch.manual_seed(7)
+    ckpt = {"network": {"w": torch.ones(2)}, "rng": [rng_state()],
+            "opt": {"path": {"root": Path("experiments")}, "value": np.float32(0.5), "steps": [np.int64(3)]}}
+    atomic_save(ckpt, tmp_path / "ours.pth")
+    loaded = torch.load(tmp_path / "ours.pth", weights_only=True)
+    assert loaded["opt"] == {"path": {"root": "experiments"}, "value": 0.5, "steps": [3]}
+    expected = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+    set_rng_state(loaded["rng"][0])
+    again = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+    assert expected[:3] == again[:3] and torch.equal(expected[3], again[3])
+
+
+def test_plain_containers_are_passed_through_unchanged():
+    sd = torch.nn.Linear(2, 2).state_dict()
+    assert weights_only_types(sd) is sd and hasattr(sd, "_metadata")
+    mixed = {"sd": sd, "where": Path("a")}
+    out = weights_only_types(mixed)
+    assert out["sd"] is sd and out["where"] == "a" and mixed["where"] == Path("a")
