@@ -1,16 +1,19 @@
-"""AP-BSN and AM-BSN at the photos recipe's CPU budget, through train.py and valid.py, per image.
+"""Peer methods at the photos recipe's CPU budget, through train.py and valid.py, per image.
 
     python scripts/bench_peers.py --data ../shared/data/cc15
     python scripts/bench_peers.py --data ../shared/data/polyu --images 30
+    python scripts/bench_peers.py --data ../shared/data/cc15 --methods AT-BSN "AT-BSN(D)" APR APR-RD
     python scripts/bench_peers.py --data ../shared/data/cc15 --images 2 --set train.total_iter=20   # smoke run
 
-Each method trains with its own option file (options/train/apbsn.yml, ambsn.yml: the authors' PD 5 mosaic
-training, L1 to the noisy input) on the noisy images only, with the budget of options/train/photos.yml (its
+Each method trains with its own option file (options/train/apbsn.yml, ambsn.yml, atbsn.yml, atbsn_distill.yml,
+apr.yml, aprrd.yml: the authors' schemes; a distilled student from the teacher trained just before it) on the
+noisy images only, with the budget of options/train/photos.yml (its
 ``train`` section: iterations, optimiser, schedule; 120x120 crops, batch 2) and the ``small`` preset of its
 network (the width 2 CPU cores train at that budget), then ``--set`` overrides. valid.py scores the final
-checkpoint on the pairs with the authors' inference (PD 2; AM-BSN's 0.8/0.2 blend) with and without R3;
+checkpoint on the pairs with the authors' inference (AP-/AM-BSN: PD 2, AM-BSN's 0.8/0.2 blend, with and
+without R3; AT-BSN h = 3; APR h = 1; students one forward);
 ms / image is valid.py's time per image on this machine. Written to ``--work``/report.json and .md, and with
-``--write-docs`` to docs/results.md ("Peer methods at a CPU budget: <set>").
+``--write-docs`` to docs/results.md ("Peer methods at a CPU budget: <set>, <methods>").
 """
 from __future__ import annotations
 
@@ -27,7 +30,17 @@ import bench_photos as recipe  # noqa: E402
 
 from amcfd.options import load_options  # noqa: E402
 
-METHODS = {"AP-BSN": "apbsn", "AM-BSN": "ambsn"}
+R3_ROWS = {"with R3": {"r3": True}, "without R3": {"r3": False}}
+STUDENT = {"": {"type": "SinglePass"}}   # a distilled student: one forward (its teacher is not needed)
+# label: (option file in options/train/, teacher label or None, evaluated rows {suffix: method overrides})
+METHODS = {
+    "AP-BSN": ("apbsn", None, R3_ROWS),
+    "AM-BSN": ("ambsn", None, R3_ROWS),
+    "AT-BSN": ("atbsn", None, {"": {}}),
+    "AT-BSN(D)": ("atbsn_distill", "AT-BSN", STUDENT),
+    "APR": ("apr", None, {"": {}}),
+    "APR-RD": ("aprrd", "APR", STUDENT),
+}
 
 
 def budget() -> list[str]:
@@ -40,21 +53,26 @@ def budget() -> list[str]:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     recipe.data_arguments(p)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["AP-BSN", "AM-BSN"], choices=list(METHODS))
     args = p.parse_args(argv)
     set_name = recipe.check_data(p, args)
     work = (args.work or REPO / "results" / "bench_peers" / set_name.split()[0]).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log: dict = {}
     rows = {"noisy input": recipe.common.reference_metrics(args, lambda x: x)}
-    minutes = {}
+    minutes, checkpoints = {}, {}
     for label in args.methods:
-        key = METHODS[label]
+        key, teacher, evaluated = METHODS[label]
         opt = recipe.training_options(args, REPO / "options/train" / f"{key}.yml", key, budget())
-        checkpoint, trained = recipe.train_once(opt, work, args.rerun, log)
+        if teacher:
+            if teacher not in checkpoints:
+                p.error(f"{label} distils {teacher}: list {teacher} before it in --methods")
+            opt["method"]["teacher"]["checkpoint"] = str(checkpoints[teacher])
+        checkpoints[label], trained = recipe.train_once(opt, work, args.rerun, log)
         minutes[label] = round(recipe.common.stage_minutes(work, key), 1)
-        rows.update(recipe.evaluate_rows(args, checkpoint, {f"{label} with R3": {"r3": True},
-                                                            f"{label} without R3": {"r3": False}}, work, trained, log))
+        rows.update(recipe.evaluate_rows(args, checkpoints[label],
+                                         {f"{label} {suffix}".strip(): m for suffix, m in evaluated.items()},
+                                         work, trained, log))
     report = {"set": set_name, "images": rows["noisy input"]["n"], "overrides": args.set, "budget": budget(),
               "train_minutes": minutes, "runs": log, "rows": rows}
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -68,7 +86,7 @@ def main(argv=None) -> dict:
                 f"machine's CPU (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
                 + ", ".join(f"{k} {v}" for k, v in minutes.items())
                 + f". Budget overrides: {' '.join(budget())}; more: {' '.join(args.set) or 'none'}.\n\n{text}")
-        update_section(f"Peer methods at a CPU budget: {set_name}", body,
+        update_section(f"Peer methods at a CPU budget: {set_name}, {', '.join(args.methods)}", body,
                        "python scripts/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return report
 

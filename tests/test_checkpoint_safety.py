@@ -87,3 +87,16 @@ def test_plain_containers_are_passed_through_unchanged():
     mixed = {"sd": sd, "where": Path("a")}
     out = weights_only_types(mixed)
     assert out["sd"] is sd and out["where"] == "a" and mixed["where"] == Path("a")
+
+
+def test_checkpoints_with_numpy_arrays_from_earlier_versions_still_load(tmp_path):
+    import numpy as np
+    import torch
+
+    from amcfd.engine.checkpoint import load_checkpoint
+
+    state = np.random.get_state()          # the numpy RNG state as earlier versions stored it
+    path = tmp_path / "old.pth"
+    torch.save({"network": {"w": torch.ones(2)}, "rng": [{"numpy": state}], "iteration": 3}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["iteration"] == 3 and np.array_equal(ckpt["rng"][0]["numpy"][1], state[1])

@@ -116,6 +116,20 @@ def _refusal_reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def _allow_numpy_arrays() -> None:
+    """Checkpoints written before numpy's RNG state was stored as tensors hold numpy arrays; rebuilding an
+    array runs no code from the file, so those few numpy globals are allowed to the weights-only loader."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core
+    allowed = [np.ndarray, np.dtype, multiarray.multiarray._reconstruct]
+    allowed += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.int32, np.float64, np.float32, np.bool_)]
+    torch.serialization.add_safe_globals(allowed)
+
+
+_allow_numpy_arrays()
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load one of our checkpoints (or a bare state_dict) with ``weights_only=True``: a file that holds
     anything but tensors and plain containers (e.g. a pickle that would run code) is refused, unexecuted.
