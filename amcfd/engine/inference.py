@@ -66,7 +66,15 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: int = 32) -> torch.Tensor:
-    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0."""
+    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0.
+
+    Memory: the input, the output and an HxW weight map, plus one tile's forward (no autograd graph), however
+    many tiles (scripts/bench_tiled_memory.py measures it). More than 8 tiles: a progress bar on stderr (on a
+    terminal only; removed when done)."""
+    import sys
+
+    from tqdm import tqdm
+
     _, _, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):
         return denoise(x)
@@ -77,12 +85,13 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     out = torch.zeros_like(x)
     weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
     window = _blend_window(th, tw, overlap, x.device).to(x.dtype)
-    for top in _starts(h, th, stride):
-        for left in _starts(w, tw, stride):
-            patch = denoise(x[..., top:top + th, left:left + tw])
-            out[..., top:top + th, left:left + tw] += patch * window
-            weight[..., top:top + th, left:left + tw] += window
-    return out / weight
+    corners = [(top, left) for top in _starts(h, th, stride) for left in _starts(w, tw, stride)]
+    for top, left in tqdm(corners, desc="tiles", unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
+                          disable=True if len(corners) <= 8 else None):
+        patch = denoise(x[..., top:top + th, left:left + tw])
+        out[..., top:top + th, left:left + tw].addcmul_(patch, window)
+        weight[..., top:top + th, left:left + tw] += window
+    return out.div_(weight)
 
 
 def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_ema: bool = True,
