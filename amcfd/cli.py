@@ -225,7 +225,7 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
         suffix = ".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix
         rel = path.relative_to(source) if source.is_dir() else Path(path.name)
         write_image(out_dir / rel.with_suffix(suffix), to_image(y[0]), bit_depth=info["bit_depth"],
-                    alpha=info.get("alpha"))
+                    alpha=info.get("alpha"), icc=info.get("icc"), exif=info.get("exif"))
         written += 1
     return written
 

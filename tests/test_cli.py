@@ -176,3 +176,16 @@ def test_train_with_a_gray_network_on_rgb_data_is_a_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "option 'network': DnCNN takes 1-channel images but datasets.train gives 3-channel" in result.stderr
     assert not (tmp_path / "experiments").exists()
+
+
+def test_test_py_carries_the_icc_profile_to_the_output(trained):
+    from amcfd.data.imageio import read_image, write_image
+
+    folder = trained / "with_icc"
+    icc = b"\x00\x00\x01\x00test-profile" + bytes(range(64))
+    write_image(folder / "p.png", np.random.default_rng(4).random((32, 40, 3)), icc=icc)
+    assert read_image(folder / "p.png")[1]["icc"] == icc
+    result = run("test.py", "-opt", "test.yml", "--input", "with_icc", "--output", "out_icc", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    image, info = read_image(trained / "out_icc" / "p.png")
+    assert image.shape == (32, 40, 3) and info["icc"] == icc
