@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from amcfd.data.imageio import read_image, write_image
+from amcfd.data.imageio import read_image_raw, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"network": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3},
@@ -58,8 +58,9 @@ def test_whole_pipeline_then_rerun_skips_finished_stages(photos):
     assert "notes.txt" in first.stderr                                      # skipped with a warning
     teacher_opts = yaml.safe_load((photos / "runs/teacher/options.yml").read_text())
     assert teacher_opts["method"]["pd_test"] in (1, 2)                      # 'auto' resolved from the photos
-    for i in range(3):
-        assert read_image(photos / "out" / f"p{i}.png")[0].shape == (48, 56, 3)
+    for i in range(3):                                                      # same size, bit depth, upright
+        raw, info = read_image_raw(photos / "out" / f"p{i}.png")
+        assert raw.shape == (48, 56, 3) and raw.dtype == np.uint8 and info.get("orientation", 1) == 1
     second = run(*args, "--keep", "student", cwd=photos)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("finished before") == 3 and "| teacher | 4 | kept |" in second.stdout
