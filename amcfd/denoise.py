@@ -77,24 +77,14 @@ def stage_options(stage: str, args, work: Path, previous: Path | None) -> dict:
     return opt
 
 
-def finished(folder: Path) -> Path | None:
-    """The final checkpoint of a finished stage (its iteration is its run's total), else None."""
-    from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
-
-    last = latest_checkpoint(folder / "models")
-    if last is None:
-        return None
-    ckpt = load_checkpoint(last)
-    return last if ckpt["iteration"] >= ckpt["opt"]["train"]["total_iter"] else None
-
-
 def train_stage(stage: str, args, work: Path, previous: Path | None, summary: dict) -> Path:
     """Run (or resume, or skip) one stage; returns its final checkpoint."""
+    from amcfd.engine.checkpoint import finished_run
     from amcfd.engine.trainer import Trainer
     from amcfd.options import validate
 
     folder = work / stage
-    done = finished(folder)
+    done = finished_run(folder)
     if done is not None:
         print(f"[{stage}] finished before: {done}", file=sys.stderr)
         summary[stage] = {"steps": int(done.stem.split("_")[1]), "minutes": None, "note": "kept"}
@@ -105,7 +95,7 @@ def train_stage(stage: str, args, work: Path, previous: Path | None, summary: di
                       auto_resume=(folder / "models").is_dir())
     trainer.train()
     summary[stage] = {"steps": trainer.iteration, "minutes": (time.perf_counter() - start) / 60}
-    return finished(folder)
+    return finished_run(folder)
 
 
 def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict:

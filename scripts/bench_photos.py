@@ -79,17 +79,17 @@ def training_options(args, recipe: Path, name: str, budget: list[str] = ()) -> d
 def train_once(opt: dict, work: Path, rerun: bool, log: dict) -> tuple[Path, bool]:
     """train.py on ``opt`` unless the same options already finished in ``work``: (final checkpoint, trained).
     The final checkpoint is the run's last one (``train.max_minutes`` may have ended it before total_iter)."""
-    from amcfd.denoise import finished
+    from amcfd.engine.checkpoint import finished_run
 
     folder = work / "experiments" / opt["name"]
     option_file = work / "options" / f"{opt['name']}.yml"
     same = option_file.is_file() and option_file.read_text() == yaml.safe_dump(opt, sort_keys=False)
-    done = finished(folder)
+    done = finished_run(folder)
     if done is not None and same and not rerun:
         print(f"kept {done}", flush=True)
         return done, False
     common.run("train.py", common.write_options(opt, option_file), work, log)
-    return finished(folder), True
+    return finished_run(folder), True
 
 
 def evaluate_rows(args, checkpoint: Path, rows: dict, work: Path, fresh: bool, log: dict) -> dict:

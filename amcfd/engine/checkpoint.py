@@ -155,3 +155,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if "network" not in ckpt:  # a bare state_dict or a foreign layout
         ckpt = {"format": "state_dict", "network": ckpt}
     return ckpt
+
+
+def finished_run(experiment: Path) -> Path | None:
+    """The final checkpoint of a finished training run (its iteration is the run's total_iter, which
+    ``train.max_minutes`` may have lowered), else None."""
+    last = latest_checkpoint(Path(experiment) / "models")
+    if last is None:
+        return None
+    ckpt = load_checkpoint(last)
+    return last if ckpt["iteration"] >= ckpt["opt"]["train"]["total_iter"] else None
