@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
     (work / "report.md").write_text(text + "\n")
     print(text)
     if args.write_docs:
-        from amcfd.analysis.results_doc import update_section
+        from amcfd.analysis.results_doc import command_line, update_section
 
         stages = ", ".join(f"{name} {stage_minutes(work, name):.1f}" for name in ("teacher_b", "teacher_p", "coarse",
                                                                                   "fine"))
@@ -260,7 +260,7 @@ def main(argv=None) -> dict:
                 f"final checkpoint, target cache included: "
                 f"{stages}). Stage option files: {where}/options/.\n\n{text}")
         update_section(f"AM-CFD distillation at a CPU budget: {set_name}", body,
-                       "python scripts/bench_distill.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+                       command_line(__file__, argv))
     return report
 
 

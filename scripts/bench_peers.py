@@ -80,14 +80,14 @@ def main(argv=None) -> dict:
     (work / "report.md").write_text(text + "\n")
     print(text)
     if args.write_docs:
-        from amcfd.analysis.results_doc import update_section
+        from amcfd.analysis.results_doc import command_line, update_section
 
         body = (f"{report['images']} images; training reads only the noisy images; minutes of training on this "
                 f"machine's CPU (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
                 + ", ".join(f"{k} {v}" for k, v in minutes.items())
                 + f". Budget overrides: {' '.join(budget())}; more: {' '.join(args.set) or 'none'}.\n\n{text}")
         update_section(f"Peer methods at a CPU budget: {set_name}, {', '.join(args.methods)}", body,
-                       "python scripts/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+                       command_line(__file__, argv))
     return report
 
 

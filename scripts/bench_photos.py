@@ -152,7 +152,7 @@ def main(argv=None) -> dict:
     (work / "report.md").write_text(text + "\n")
     print(text)
     if args.write_docs:
-        from amcfd.analysis.results_doc import update_section
+        from amcfd.analysis.results_doc import command_line, update_section
 
         auto = report["auto"] or {}
         chosen = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in auto.get("chosen", {}).items())
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
                 f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), options.yml to final checkpoint. "
                 f"'auto' chose: {chosen} ({noise}). Overrides: {' '.join(args.set) or 'none'}.\n\n{text}")
         update_section(f"Photos recipe: {set_name}", body,
-                       "python scripts/bench_photos.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+                       command_line(__file__, argv))
     return report
 
 

@@ -69,6 +69,13 @@ def _is_heading(line: str) -> bool:
     return line.startswith("## ")
 
 
+def command_line(script: str | Path, argv=None) -> str:
+    """How a script was run, for the provenance line: ``python scripts/NAME.py ARGS``."""
+    import sys
+
+    return f"python scripts/{Path(script).name} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
 def update_section(title: str, body: str, command: str, path: str | Path = DEFAULT_DOC,
                    repo: Path = REPO) -> Path:
     """Replace the section ``## title`` of ``path`` (relative paths: from the repository root) with the
