@@ -20,6 +20,9 @@ Conventions (as the denoising papers evaluate; see METHODS.md "two SSIM conventi
   Equals skimage's ``structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=255)``. It is *not* MATLAB's newer ``ssim()`` on an RGB
   array (3-D filtering) nor SSIM on the Y channel.
+- ``ssim_y``: "SSIM (Y)". The ``ssim_matlab`` window on the luma of the quantised RGB image only, as AT-BSN
+  and TM-BSN report: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (ITU-R BT.601, R, G, B in 0..255),
+  unrounded (BasicSR's ``to_y_channel``). Single-channel images are used as they are.
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ METRIC_LABELS = {
     "psnr_float": "PSNR (float)",
     "ssim": "SSIM (skimage)",
     "ssim_matlab": "SSIM (MATLAB)",
+    "ssim_y": "SSIM (Y)",
 }
+BT601_LUMA = (65.481, 128.553, 24.966)   # Y = 16 + (a R + b G + c B) / 255, R, G, B in 0..255
 
 
 def _work_dtype(device: torch.device) -> torch.dtype:
@@ -124,12 +129,26 @@ def ssim_matlab(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True)
     return _ssim_map_mean(x, y, window, 255.0 if quantize else 1.0, sample_covariance=False)
 
 
+def ssim_y(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    """SSIM (Y): the MATLAB-style SSIM on the BT.601 luma of the quantised RGB images; per image (B,)."""
+    _check_pair(pred, target, "ssim_y")
+    dtype = _work_dtype(pred.device)
+    x, y = _prepare(pred, quantize, dtype), _prepare(target, quantize, dtype)
+    if x.shape[1] == 3:
+        weights = torch.tensor(BT601_LUMA, dtype=dtype, device=x.device).view(1, 3, 1, 1) / 255
+        scale = 1.0 if quantize else 255.0            # float images: the luma of their 0..255 values, back to 0..1
+        x, y = ((16 + (t * scale * weights).sum(1, keepdim=True)) / scale for t in (x, y))
+    window = _gaussian_1d(11, 1.5, dtype, x.device)
+    return _ssim_map_mean(x, y, window, 255.0 if quantize else 1.0, sample_covariance=False)
+
+
 def psnr_float(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR (float): no quantisation, data range 1."""
     return psnr(pred, target, quantize=False)
 
 
-for _name, _fn in (("psnr", psnr), ("psnr_float", psnr_float), ("ssim", ssim), ("ssim_matlab", ssim_matlab)):
+for _name, _fn in (("psnr", psnr), ("psnr_float", psnr_float), ("ssim", ssim), ("ssim_matlab", ssim_matlab),
+                   ("ssim_y", ssim_y)):
     _fn.label = METRIC_LABELS[_name]
     METRICS.register(_name)(_fn)
 

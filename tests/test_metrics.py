@@ -8,7 +8,7 @@ from conftest import shared_path
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from amcfd.data.imageio import list_images, read_image, to_tensor
-from amcfd.metrics import METRIC_LABELS, metric_label, psnr, psnr_float, ssim, ssim_matlab
+from amcfd.metrics import METRIC_LABELS, metric_label, psnr, psnr_float, ssim, ssim_matlab, ssim_y
 from amcfd.registry import METRICS
 
 
@@ -50,6 +50,24 @@ def test_float_metrics_equal_skimage():
                - structural_similarity(a, b, channel_axis=-1, data_range=1)) < 1e-4
     # quantisation matters: float PSNR differs from the uint8 convention
     assert psnr(noisy, clean, quantize=False).item() != pytest.approx(psnr(noisy, clean).item(), abs=1e-3)
+
+
+def test_ssim_y_is_the_gaussian_ssim_of_bt601_luma():
+    """AT-BSN / TM-BSN's SSIM: skimage's BT.601 luma (rgb2ycbcr, Y in 16..235) of the uint8 images, unrounded,
+    then the 11x11 Gaussian SSIM with data range 255; grey images are used as they are."""
+    from skimage.color import rgb2ycbcr
+
+    noisy, clean = noisy_pair(b=2, sigma=0.15)
+    ours = ssim_y(noisy, clean)
+    for i in range(2):
+        a, b = (rgb2ycbcr(as_uint8(t[i]))[..., 0] for t in (noisy, clean))
+        expected = structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False)
+        assert abs(ours[i].item() - expected) < 1e-4
+    assert abs(ours[0].item() - ssim_matlab(noisy, clean)[0].item()) > 1e-3        # not the RGB mean
+    grey_noisy, grey_clean = noisy_pair(b=1, c=1)
+    torch.testing.assert_close(ssim_y(grey_noisy, grey_clean), ssim_matlab(grey_noisy, grey_clean))
+    assert metric_label("ssim_y") == "SSIM (Y)" and "ssim_y" in METRICS
 
 
 def test_quantisation_rounds_half_levels_like_uint8():

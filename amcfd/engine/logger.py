@@ -38,6 +38,7 @@ class ExperimentLogger:
 
     def __init__(self, exp_dir: Path, opt: dict, enabled: bool = True):
         self.enabled = enabled
+        self.name = opt.get("name") or "train"      # the progress bar's label
         self.bar = None
         self.tb = None
         self._file_handler = None
@@ -57,7 +58,7 @@ class ExperimentLogger:
 
     def start(self, iteration: int, total: int, progress_bar: bool) -> None:
         if self.enabled and progress_bar:
-            self.bar = tqdm(total=total, initial=iteration, desc="train", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, initial=iteration, desc=self.name, dynamic_ncols=True, file=sys.stderr)
 
     def set_total(self, total: int) -> None:
         """The run's end moved (train.max_minutes)."""

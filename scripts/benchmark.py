@@ -1,0 +1,67 @@
+"""Every method on one set of real noise, trained the same way: a table, a JSON and a quality-vs-time plot.
+
+    python scripts/benchmark.py -opt options/bench/real.yml                    # CPU preset: CC15, small networks
+    python scripts/benchmark.py -opt options/bench/real_gpu.yml                # GPU preset: the papers' networks, SIDD
+    python scripts/benchmark.py -opt options/bench/real.yml --set data.root=../shared/data/polyu data.images=30 \\
+        name=polyu30_cpu
+    python scripts/benchmark.py -opt options/bench/real.yml --force AT-BSN     # retrain one stage (and its users)
+    python scripts/benchmark.py -opt options/bench/real.yml --write-docs       # also docs/results.md
+
+Each trained method is a normal experiment (train.py's trainer) on the set's noisy images only, with the
+preset's shared budget; every row is scored as valid.py scores it (amcfd/analysis/benchmark.py). Reports:
+<work>/<name>.md, .json and .png (PSNR against ms per image, log scale, the Pareto front drawn). A method that
+fails is reported with its error and the others still run; a rerun keeps finished stages and rows whose
+options did not change (--force NAME... or --force-all redoes them).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv=None) -> int:
+    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_reports
+    from amcfd.analysis.results_doc import command_line, update_section
+    from amcfd.engine.logger import TqdmHandler, log, setup_console_logging
+    from amcfd.registry import ConfigError
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("-opt", required=True, help="benchmark option file (options/bench/*.yml)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of the benchmark options")
+    p.add_argument("--force", nargs="+", default=[], metavar="NAME", help="redo these stages or rows")
+    p.add_argument("--force-all", action="store_true", help="redo everything")
+    p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="the trainers' log lines on the console too")
+    args = p.parse_args(argv)
+    setup_console_logging()
+    for handler in log.handlers:                 # the experiments' train.log files keep every line
+        if isinstance(handler, TqdmHandler) and not args.verbose:
+            handler.setLevel(logging.WARNING)
+    try:
+        cfg = load_benchmark(args.opt, args.set)
+        bench = Benchmark(cfg, force=True if args.force_all else args.force, progress=not args.quiet)
+        rows = bench.run()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    command = command_line(__file__, argv)
+    out = write_reports(cfg, rows, command)
+    print(out["table"])
+    print(f"wrote {out['md']}, {out['json']}, {out['png']}")
+    if args.write_docs:
+        update_section(f"Benchmark: {cfg['name']}", out["header"].split("\n", 2)[-1].strip()
+                       + f"\n\n![PSNR against time]({Path('..') / out['png']})\n\n" + out["table"], command)
+    failed = [k for k, v in rows.items() if "failed" in v]
+    if failed:
+        print(f"{len(failed)} row(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed and len(failed) == len(rows) - 1 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
