@@ -252,11 +252,12 @@ class Benchmark:
                 if entry.get("classical"):
                     params = {**(entry.get("params") or {}), **overrides}
                     fn = CLASSICAL[entry["classical"]]
-                    self.score(label, {**info, "params": params}, lambda: (lambda x: fn(x, **params), None))
+                    self.score(label, {**info, "params": params},
+                               lambda fn=fn, params=params: (lambda x: fn(x, **params), None))
                 else:
                     checkpoint = self.checkpoints.get(name) or Path(entry["checkpoint"])
                     self.score(label, {**info, "checkpoint": str(checkpoint)},
-                               lambda: self.denoiser(checkpoint, overrides, entry.get("network")),
+                               lambda c=checkpoint, o=overrides: self.denoiser(c, o, entry.get("network")),
                                retrained=name in self.retrained)
             except Exception as exc:             # noqa: BLE001
                 self.fail(label, entry, exc)
