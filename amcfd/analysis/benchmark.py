@@ -236,11 +236,11 @@ class Benchmark:
     def run_entry(self, entry: dict) -> None:
         name = entry["name"]
         try:
-            if entry.get("train"):
-                self.checkpoints[name] = self.train(entry)
             depends = [entry[k] for k in ("from", "teacher") if entry.get(k)]
             if any(d not in self.checkpoints for d in depends):
                 raise RuntimeError(f"needs {', '.join(depends)}, which failed")
+            if entry.get("train"):
+                self.checkpoints[name] = self.train(entry)
         except Exception as exc:                 # noqa: BLE001 - a failed method is reported, the others go on
             for label in rows_of(entry):
                 self.fail(label, entry, exc)
@@ -473,7 +473,9 @@ def plot(rows: dict, path: Path, title: str, size: tuple[int, int] = (1100, 700)
         x, y = xy(good[k]["ms_per_image"], good[k]["psnr"])
         colour = (40, 40, 220) if i in front else (180, 90, 20)
         cv2.circle(img, (x, y), 6, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, k, (x + 9, y - 7 + 14 * (i % 2)), font, 0.45, black, 1, cv2.LINE_AA)
+        text_width = cv2.getTextSize(k, font, 0.45, 1)[0][0]
+        tx = x + 9 if x + 9 + text_width < width - 4 else x - 9 - text_width      # labels stay inside
+        cv2.putText(img, k, (tx, y - 7 + 14 * (i % 2)), font, 0.45, black, 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 35), font, 0.7, black, 2, cv2.LINE_AA)
     cv2.putText(img, "ms per image (log scale); red: Pareto front", (left + 200, height - 20), font, 0.55, black,
                 1, cv2.LINE_AA)

@@ -1,0 +1,135 @@
+"""scripts/benchmark.py and amcfd/analysis/benchmark.py on tiny pairs: trained stages through the engine, a
+distilled student from a teacher stage, classical rows, a failing entry, reruns that keep work, and the reports."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from amcfd.analysis.benchmark import Benchmark, load_benchmark, markdown, nlm, pareto_front
+from amcfd.registry import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"network.type": "DnCNN", "network.preset": "small", "train.total_iter": 3, "train.warmup_iter": 0,
+        "datasets.train.batch_size": 1, "datasets.train.crop_size": 32, "datasets.train.num_workers": 0}
+
+
+def make_pairs(root: Path, n: int = 2, size: int = 48) -> Path:
+    rng = np.random.default_rng(0)
+    for sub in ("noisy", "clean"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        clean = np.clip(rng.random((1, 1, 3)) * 0.6 + 0.2 + 0.1 * np.sin(np.arange(size)[:, None, None] / 4),
+                        0, 1).repeat(size, 1)
+        noisy = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1)
+        for sub, image in (("noisy", noisy), ("clean", clean)):
+            cv2.imwrite(str(root / sub / f"img{i}.png"), np.round(image * 255).astype(np.uint8))
+    return root
+
+
+def write_config(tmp_path: Path, methods: list, **extra) -> Path:
+    cfg = {"name": "tiny", "work": str(tmp_path / "work"), "data": {"root": str(make_pairs(tmp_path / "pairs"))},
+           "budget": TINY, "metrics": ["psnr", "ssim_matlab", "ssim_y"], "device": "cpu", "methods": methods,
+           **extra}
+    path = tmp_path / "bench.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+METHODS = [
+    {"name": "AMSNet", "train": str(REPO / "options/train/photos.yml"),
+     "set": {"method.pd_train": 2, "method.pd_test": 2, "method.recharge": False},
+     "rows": {"B": {"r3": False}, "B-E": {"r3": True, "r3_copies": 2}}},
+    {"name": "student", "train": str(REPO / "options/train/distill_coarse_cpu.yml"), "teacher": "AMSNet",
+     "set": {"method.teacher.method": {"r3": False}, "method.aug_modes": [1]},
+     "rows": {"student": {"type": "SinglePass"}}},
+    {"name": "broken", "train": str(REPO / "options/train/photos.yml"), "set": {"method.pd_train": 0}},
+    {"name": "after broken", "train": str(REPO / "options/train/distill_coarse_cpu.yml"), "teacher": "broken"},
+    {"name": "NLM", "classical": "nlm"},
+    {"name": "missing weights", "checkpoint": "no/such/file.pth", "note": "not trained on this data"},
+]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path):
+    script = load_script()
+    config = write_config(tmp_path, METHODS)
+    assert script.main(["-opt", str(config), "--quiet"]) == 0          # failures reported, not fatal
+    report = json.loads((tmp_path / "work" / "tiny.json").read_text())
+    rows = report["rows"]
+    assert list(rows) == ["noisy input", "B", "B-E", "student", "broken", "after broken", "NLM",
+                          "missing weights"]
+    for label in ("B", "B-E", "student", "NLM"):
+        r = rows[label]
+        assert "failed" not in r and r["n"] == 2 and set(r["per_image"]) == {"img0", "img1"}
+        assert np.isfinite(r["psnr"]) and 0 < r["ssim_y"] <= 1 and r["ms_per_image"] > 0
+    assert rows["B"]["params"] == rows["B-E"]["params"] > 0
+    assert rows["B-E"]["gflops"] > rows["B"]["gflops"] > 0              # R3: more forwards
+    assert "pd_train" in rows["broken"]["failed"] and "needs broken" in rows["after broken"]["failed"]
+    assert "no/such/file.pth" in rows["missing weights"]["failed"]
+    assert report["stages"]["AMSNet"]["steps"] == 3
+    text = (tmp_path / "work" / "tiny.md").read_text()
+    assert "| B-E |" in text and "failed:" in text and "SSIM (Y)" in text and "| img1 |" in text
+    png = cv2.imread(str(tmp_path / "work" / "tiny.png"))
+    assert png is not None and png.shape[0] > 300 and (png < 250).any()
+
+    # a rerun keeps the stages and rows; a forced stage is retrained, and the stage that uses it too
+    student_ckpt = tmp_path / "work" / "tiny" / "experiments" / "student" / "models" / "iter_00000003.pth"
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "tiny" / "experiments").rglob("*.pth")}
+    assert script.main(["-opt", str(config), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert script.main(["-opt", str(config), "--quiet", "--force", "AMSNet"]) == 0
+    assert student_ckpt.stat().st_mtime_ns != stamps[student_ckpt]
+
+
+def test_config_errors_name_the_option(tmp_path):
+    good = write_config(tmp_path, METHODS[:1])
+    with pytest.raises(ConfigError, match="methods\\[1\\].teacher"):
+        load_benchmark(good, ["methods=[{name: a, classical: nlm}, {name: b, train: x.yml, teacher: zzz}]"])
+    with pytest.raises(ConfigError, match="exactly one of"):
+        load_benchmark(good, ["methods=[{name: a, classical: nlm, train: x.yml}]"])
+    with pytest.raises(ConfigError, match="'nope' is not one of"):
+        load_benchmark(good, ["methods=[{name: a, classical: nope}]"])
+    with pytest.raises(ConfigError, match="data.root"):
+        load_benchmark(good, ["data.root=/no/such/folder"])
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_benchmark(good, ["budgt={}"])
+    assert load_script().main(["-opt", str(tmp_path / "none.yml")]) == 2
+
+
+def test_pareto_front_and_classical_filters():
+    points = [(10, 30.0), (5, 29.0), (20, 29.5), (100, 31.0), (5, 28.0)]
+    assert pareto_front(points) == [1, 0, 3]                              # (20, 29.5) and (5, 28) dominated
+    clean = torch.full((1, 3, 40, 40), 0.5)
+    noisy = (clean + 0.05 * torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    out = nlm(noisy)
+    assert out.shape == noisy.shape and (out - clean).abs().mean() < (noisy - clean).abs().mean() / 2
+
+
+def test_markdown_marks_failures_and_front():
+    per = {"a": {"psnr": 30.0}}
+    rows = {"noisy input": {"n": 1, "psnr": 28.0, "per_image": per, "kind": "reference"},
+            "fast": {"psnr": 30.0, "ms_per_image": 1.0, "per_image": per, "kind": "trained"},
+            "slow": {"psnr": 29.0, "ms_per_image": 9.0, "per_image": per, "kind": "trained"},
+            "bad": {"failed": "RuntimeError: boom"}}
+    text = markdown({"metrics": ["psnr"]}, rows)
+    assert "| fast | 30.00 | +2.00 | 1 |" in text and "| yes |" in text
+    assert "| slow | 29.00 | +1.00 | 9 |" in text and "failed: RuntimeError: boom" in text
+
+
+def test_benchmark_class_is_usable_from_code(tmp_path):
+    cfg = load_benchmark(write_config(tmp_path, [{"name": "bilateral", "classical": "bilateral"}]))
+    rows = Benchmark(cfg, progress=False).run()
+    assert list(rows) == ["noisy input", "bilateral"] and rows["bilateral"]["kind"] == "classical"
