@@ -77,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
         "input": None,           # test.py: file or folder of photos (or --input)
         "output": None,          # test.py: output folder (or --output); default results/<name>/images
         "save_img": False,       # valid.py: also write denoised images
+        "tile_batch": 0,         # tiles per forward; 0 = automatic (CPU 1, accelerators 4)
+        "amp": None,             # CUDA: autocast the inference in 'bf16' or 'fp16' (null = float32)
+        "channels_last": False,  # run the network on channels-last tensors (faster convolutions on some devices)
+        "compile": False,        # torch.compile the network (falls back to eager, with a warning, where unavailable)
     },
     "path": {
         "experiments_root": "experiments",  # where training runs go
@@ -190,6 +194,7 @@ MINIMUM = {
     ("train", "max_minutes"): 0.0, ("val", "val_freq"): 0, ("val", "tile"): 0, ("val", "tile_overlap"): 0,
     ("val", "num_visuals"): 0, ("logger", "print_freq"): 1, ("logger", "save_checkpoint_freq"): 1,
     ("logger", "keep_last"): 0, ("test", "tile"): 0, ("test", "tile_overlap"): 0,
+    ("test", "tile_batch"): 0,
 }
 LOADER_MINIMUM = {"batch_size": 1, "num_workers": 0, "prefetch_factor": 1}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
 from amcfd.metrics import metric_label
 from amcfd.options import DEFAULTS, merge, split_loader_keys
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
+
+log = logging.getLogger("amcfd")
 
 
 def select_device(name: str) -> torch.device:
@@ -64,13 +67,21 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return starts + [size - tile]
 
 
-@torch.no_grad()
-def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: int = 32) -> torch.Tensor:
-    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0.
+def resolve_tile_batch(tile_batch: int, device: torch.device) -> int:
+    """Tiles per forward: ``tile_batch``, or for 0 the automatic choice: 1 on CPU (one small forward at a time
+    is the fastest there, ops/batching.py), 4 on accelerators."""
+    return tile_batch if tile_batch > 0 else (1 if device.type == "cpu" else 4)
 
-    Memory: the input, the output and an HxW weight map, plus one tile's forward (no autograd graph), however
-    many tiles (scripts/bench_tiled_memory.py measures it). More than 8 tiles: a progress bar on stderr (on a
-    terminal only; removed when done)."""
+
+@torch.no_grad()
+def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: int = 32,
+                  tile_batch: int = 1) -> torch.Tensor:
+    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0.
+    ``tile_batch`` tiles go through ``denoise`` together (stacked on the batch).
+
+    Memory: the input, the output and an HxW weight map, plus the forward of ``tile_batch`` tiles (no autograd
+    graph), however many tiles (scripts/bench_tiled_memory.py measures it). More than 8 tiles: a progress bar
+    on stderr (on a terminal only; removed when done)."""
     import sys
 
     from tqdm import tqdm
@@ -86,12 +97,51 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
     window = _blend_window(th, tw, overlap, x.device).to(x.dtype)
     corners = [(top, left) for top in _starts(h, th, stride) for left in _starts(w, tw, stride)]
-    for top, left in tqdm(corners, desc="tiles", unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
-                          disable=True if len(corners) <= 8 else None):
-        patch = denoise(x[..., top:top + th, left:left + tw])
-        out[..., top:top + th, left:left + tw].addcmul_(patch, window)
-        weight[..., top:top + th, left:left + tw] += window
+    groups = [corners[i:i + max(1, tile_batch)] for i in range(0, len(corners), max(1, tile_batch))]
+    with tqdm(total=len(corners), desc="tiles", unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
+              disable=True if len(corners) <= 8 else None) as bar:
+        for group in groups:
+            patches = denoise(torch.cat([x[..., top:top + th, left:left + tw] for top, left in group]))
+            for (top, left), patch in zip(group, patches.split(x.shape[0])):
+                out[..., top:top + th, left:left + tw].addcmul_(patch, window)
+                weight[..., top:top + th, left:left + tw] += window
+            bar.update(len(group))
     return out.div_(weight)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def accelerate(net: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """The inference fast path of one network, in place (its state_dict and attributes unchanged):
+    ``channels_last`` keeps weights and 4-D inputs channels-last; ``compile`` runs ``torch.compile`` on the
+    forward, falling back to eager (one warning) where compilation fails, e.g. without a C++ compiler."""
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    if not (channels_last or compile):
+        return net
+    eager = net.forward
+    state = {"fn": None}
+    if compile:
+        try:
+            state["fn"] = torch.compile(eager)
+        except Exception as exc:                   # noqa: BLE001 - torch.compile unavailable here
+            log.warning("test.compile: torch.compile unavailable (%s); running eager", exc)
+
+    def forward(x, *args, **kwargs):
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if state["fn"] is not None:
+            try:
+                return state["fn"](x, *args, **kwargs)
+            except Exception as exc:               # noqa: BLE001 - compilation failed: eager from now on
+                log.warning("test.compile: compiled forward failed (%s); running eager",
+                            str(exc).splitlines()[0][:200])
+                state["fn"] = None
+        return eager(x, *args, **kwargs)
+
+    net.forward = forward
+    return net
 
 
 def load_network_weights(net: nn.Module, ckpt: dict, strict: bool = True, use_ema: bool = True,
@@ -145,11 +195,19 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
     load_network_weights(net, ckpt, strict=opt["path"]["strict_load"], use_ema=opt["path"]["use_ema"],
                          source=str(path))
     method = build_method(opt, net).to(device).eval()
-    tile, overlap = opt["test"]["tile"], opt["test"]["tile_overlap"]
+    test = opt["test"]
+    amp = test["amp"]
+    if amp is not None and (amp not in AMP_DTYPES or device.type != "cuda"):
+        raise ConfigError(f"option 'test.amp' must be null, or bf16 / fp16 on a CUDA device; got {amp!r} on "
+                          f"{device.type}")
+    accelerate(method.net, test["channels_last"], test["compile"])
+    tile_batch = resolve_tile_batch(test["tile_batch"], device)
 
     def denoise_fn(noisy: torch.Tensor) -> torch.Tensor:
-        with seeded(opt["seed"], device):
-            return tiled_denoise(method.denoise, noisy.to(device), tile, overlap).clamp(0, 1)
+        with torch.inference_mode(), seeded(opt["seed"], device), \
+                torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.float32), enabled=amp is not None):
+            out = tiled_denoise(method.denoise, noisy.to(device), test["tile"], test["tile_overlap"], tile_batch)
+        return out.float().clamp(0, 1)
 
     return method, denoise_fn
 

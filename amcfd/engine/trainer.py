@@ -152,6 +152,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
+        self._first_bad, self._bad_losses, self.timing = None, {}, {}   # _step / _check_finite; _log_timing
         if resume_from is not None:
             self._resume(resume_from)  # restores every rank's RNG states
         else:
@@ -210,7 +211,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, is_best: bool) -> None:
-        """Gather every rank's RNG state, then rank 0 writes atomically; barriers around."""
+        """Gather every rank's RNG state, then rank 0 writes atomically; barriers around. Never after a
+        non-finite loss (TrainingError instead)."""
+        self._check_finite()
         states = [None] * self.world
         if self.world > 1:
             torch.distributed.all_gather_object(states, rng_state())
@@ -303,14 +306,16 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             losses = self.model(batch)
         total = sum(losses.values())
-        finite = torch.isfinite(total.detach()).float()
-        if self.world > 1:
-            finite = dist.all_reduce_sum(finite) / self.world
-        if float(finite) < 1:
-            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            last = latest_checkpoint(self.ckpt_dir)
-            raise TrainingError(f"non-finite loss at iteration {self.iteration + 1} ({values}); stopped. "
-                                f"Last good checkpoint: {last or 'none yet'}")
+        # the first non-finite iteration, kept on the device: no host synchronisation per step
+        # (checked at log steps, before every checkpoint and at the end: _check_finite)
+        bad = ~torch.isfinite(total.detach())
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.long, device=total.device)
+            self._bad_losses = {k: torch.zeros((), device=total.device) for k in losses}
+        first = bad & (self._first_bad == 0)
+        self._first_bad = torch.where(first, self.iteration + 1, self._first_bad)
+        for k, v in losses.items():
+            self._bad_losses[k] = torch.where(first, v.detach().float(), self._bad_losses[k])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.opt["train"]["grad_clip"] > 0:
@@ -323,6 +328,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.net)
         return {**losses, "l_total": total}
+
+    def _check_finite(self) -> None:
+        """Raise TrainingError if a loss was non-finite since the run started (one host synchronisation)."""
+        if self._first_bad is None:
+            return
+        first = self._first_bad.reshape(1).clone()
+        if self.world > 1:
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MAX)
+        if int(first.item()) > 0:
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in self._bad_losses.items())
+            last = latest_checkpoint(self.ckpt_dir)
+            raise TrainingError(f"non-finite loss at iteration {int(first.item())} ({values}); stopped. "
+                                f"Last good checkpoint: {last or 'none yet'}")
+
+    def _log_timing(self, steps: int, seconds: float, wait: float) -> None:
+        """Wall time per step and the share spent waiting for the data loader (since the last log step)."""
+        if steps and seconds > 0:
+            self.timing = {"ms_per_step": 1000 * seconds / steps, "data_wait_fraction": wait / seconds}
+            log.info("timing: %.1f ms per step, data wait %.1f%% (%.1f ms per step)", 1000 * seconds / steps,
+                     100 * wait / seconds, 1000 * wait / steps)
 
     def train(self, stop_at: int | None = None) -> dict:
         """Run until ``train.total_iter`` (or ``stop_at``, used by tests to simulate a crash)."""
@@ -337,16 +362,27 @@ class Trainer:
         last_losses: dict = {}
         batches = iter(loader)
         first, first_time = self.iteration, time.perf_counter()
+        window_start, window_steps, window_wait = first_time, 0, 0.0     # the timing breakdown
         while self.iteration < end:
-            losses = self._step(next(batches))
+            fetch = time.perf_counter()
+            batch = next(batches)
+            window_wait += time.perf_counter() - fetch
+            losses = self._step(batch)
             self.iteration += 1
+            window_steps += 1
             if t["max_minutes"] and self.iteration - first == BUDGET_PROBE_STEPS:
                 total = self._fit_budget(first, first_time)
                 end = min(total, stop_at) if stop_at else total
             self.method.on_train_iter(self.iteration)
             if self.iteration % lg["print_freq"] == 0 or self.iteration == end:
+                self._check_finite()
                 last_losses = dist.reduce_mean_dict(losses)
                 self.logger.scalars(self.iteration, last_losses, self.scheduler.get_last_lr()[0])
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                now = time.perf_counter()
+                self._log_timing(window_steps, now - window_start, window_wait)
+                window_start, window_steps, window_wait = now, 0, 0.0
             self.logger.tick(self.iteration, last_losses)
             at_end = self.iteration == total
             improved = False
