@@ -119,3 +119,18 @@ def test_profile_step_reports_speed(tmp_path, capsys):
     assert "steps/s" in text and "data wait" in text and "peak memory" in text
     assert (tmp_path / "trace" / "trace.json").stat().st_size > 0 and out.is_file()
     assert script.main(["-opt", str(tmp_path / "missing.yml")]) == 2
+
+
+@pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
+def test_restormer_cpu_inference_path_matches_the_autograd_path(layer_norm):
+    """archs/restormer.py: without autograd on CPU the network runs channels-last through oneDNN with split
+    1x1/depthwise convolutions; the outputs equal the plain path's (which training uses) to float rounding."""
+    torch.manual_seed(0)
+    net = build_arch({"type": "Restormer", "dim": 8, "num_blocks": [1, 2, 1, 1], "num_refinement_blocks": 1,
+                      "heads": [1, 2, 4, 8], "bias": layer_norm == "WithBias", "LayerNorm_type": layer_norm}).eval()
+    x = torch.rand(2, 3, 37, 45)
+    plain = net(x).detach()                       # grad enabled: the plain path
+    with torch.no_grad():
+        fast = net(x)
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
