@@ -5,7 +5,7 @@
     python scripts/benchmark.py -opt options/bench/real.yml --set data.root=../shared/data/polyu data.images=30 \\
         name=polyu30_cpu
     python scripts/benchmark.py -opt options/bench/real.yml --force AT-BSN     # retrain one stage (and its users)
-    python scripts/benchmark.py -opt options/bench/real.yml --write-docs       # also docs/results.md
+    python scripts/benchmark.py -opt options/bench/real.yml --write-docs --readme   # docs/results.md, README
 
 Each trained method is a normal experiment (train.py's trainer) on the set's noisy images only, with the
 preset's shared budget; every row is scored as valid.py scores it (amcfd/analysis/benchmark.py). Reports:
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
-    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_reports
+    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_readme_table, write_reports
     from amcfd.analysis.results_doc import command_line, update_section
     from amcfd.engine.logger import TqdmHandler, log, setup_console_logging
     from amcfd.registry import ConfigError
@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--force", nargs="+", default=[], metavar="NAME", help="redo these stages or rows")
     p.add_argument("--force-all", action="store_true", help="redo everything")
     p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
+    p.add_argument("--readme", action="store_true", help="also the short table of README.md (between its "
+                   "'benchmark' markers)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="the trainers' log lines on the console too")
     args = p.parse_args(argv)
@@ -55,8 +57,15 @@ def main(argv=None) -> int:
     print(out["table"])
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")
     if args.write_docs:
+        import shutil
+
+        figure = REPO / "docs" / "images" / f"benchmark_{cfg['name']}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out["png"], figure)
         update_section(f"Benchmark: {cfg['name']}", out["header"].split("\n", 2)[-1].strip()
-                       + f"\n\n![PSNR against time]({Path('..') / out['png']})\n\n" + out["table"], command)
+                       + f"\n\n![PSNR against ms per image](images/{figure.name})\n\n" + out["table"], command)
+    if args.readme:
+        write_readme_table(REPO / "README.md", cfg["name"], rows, command)
     failed = [k for k, v in rows.items() if "failed" in v]
     if failed:
         print(f"{len(failed)} row(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -133,3 +133,20 @@ def test_benchmark_class_is_usable_from_code(tmp_path):
     cfg = load_benchmark(write_config(tmp_path, [{"name": "bilateral", "classical": "bilateral"}]))
     rows = Benchmark(cfg, progress=False).run()
     assert list(rows) == ["noisy input", "bilateral"] and rows["bilateral"]["kind"] == "classical"
+
+
+def test_readme_table_is_written_between_its_markers(tmp_path):
+    from amcfd.analysis.benchmark import README_BEGIN, README_END, write_readme_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
+    rows = {"noisy input": {"psnr": 28.0, "ssim_matlab": 0.8, "per_image": {}},
+            "student": {"psnr": 30.5, "ssim_matlab": 0.9, "ms_per_image": 12.0, "params": 2_000_000},
+            "broken": {"failed": "boom"}}
+    write_readme_table(readme, "cc15_cpu", rows, "python scripts/benchmark.py -opt options/bench/real.yml")
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("after\n") and "| student | 30.50 | 0.9000 | 12 | 2.00M |" in text
+    assert "broken" not in text and "options/bench/real.yml" in text
+    readme.write_text("# no markers\n")
+    with pytest.raises(ConfigError, match="benchmark table"):
+        write_readme_table(readme, "x", rows, "cmd")

@@ -505,3 +505,24 @@ def write_reports(cfg: dict, rows: dict, command: str) -> dict:
     plot(rows, base.with_suffix(".png"), f"{cfg['name']}: PSNR vs time per image")
     return {"md": base.with_suffix(".md"), "json": base.with_suffix(".json"), "png": base.with_suffix(".png"),
             "table": text, "header": header}
+
+
+README_BEGIN, README_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
+
+
+def write_readme_table(readme: Path, name: str, rows: dict, command: str) -> None:
+    """The README's short table (method, PSNR, SSIM, ms per image, parameters) between its two markers."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ConfigError(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to write the table into")
+    noisy = rows["noisy input"]
+    lines = [README_BEGIN, f"*{name}: `{command}` (all numbers and per-image values: docs/results.md)*", "",
+             "| method | PSNR (dB) | SSIM (MATLAB) | ms / image | parameters |", "|---|---|---|---|---|",
+             f"| noisy input | {noisy['psnr']:.2f} | {noisy.get('ssim_matlab', float('nan')):.4f} | | |"]
+    for label, r in scored(rows).items():
+        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
+        lines.append(f"| {label} | {r['psnr']:.2f} | {r.get('ssim_matlab', float('nan')):.4f} | "
+                     f"{r['ms_per_image']:.0f} | {params} |")
+    lines.append(README_END)
+    before, rest = text.split(README_BEGIN, 1)
+    readme.write_text(before + "\n".join(lines) + rest.split(README_END, 1)[1])
