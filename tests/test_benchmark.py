@@ -129,10 +129,22 @@ def test_markdown_marks_failures_and_front():
     assert "| slow | 29.00 | +1.00 | 9 |" in text and "failed: RuntimeError: boom" in text
 
 
-def test_benchmark_class_is_usable_from_code(tmp_path):
-    cfg = load_benchmark(write_config(tmp_path, [{"name": "bilateral", "classical": "bilateral"}]))
+def test_classical_and_imported_rows_from_code(tmp_path):
+    """An imported checkpoint (e.g. a released student) is a row marked with its note; no training."""
+    from amcfd.archs import build_arch
+
+    network = {"type": "DnCNN", "preset": "small"}
+    released = tmp_path / "released.pth"
+    torch.save({"network": build_arch(network).state_dict(), "opt": {"network": network}}, released)
+    cfg = load_benchmark(write_config(tmp_path, [
+        {"name": "bilateral", "classical": "bilateral"},
+        {"name": "released", "checkpoint": str(released), "rows": {"released student": {"type": "SinglePass"}},
+         "note": "not trained on this data"}]))
     rows = Benchmark(cfg, progress=False).run()
-    assert list(rows) == ["noisy input", "bilateral"] and rows["bilateral"]["kind"] == "classical"
+    assert list(rows) == ["noisy input", "bilateral", "released student"]
+    assert rows["bilateral"]["kind"] == "classical" and rows["released student"]["kind"] == "imported"
+    assert rows["released student"]["note"] == "not trained on this data" and rows["released student"]["params"] > 0
+    assert not (tmp_path / "work" / "tiny" / "experiments").exists()
 
 
 def test_readme_table_is_written_between_its_markers(tmp_path):
