@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--trace", type=Path, default=None, help="also write a torch.profiler trace into this folder")
     p.add_argument("--json", type=Path, default=None, help="write the report here too")
+    p.add_argument("--write-docs", action="store_true", help="also the section of docs/results.md")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
@@ -97,6 +98,17 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.write_docs:
+        from amcfd.analysis.results_doc import command_line, update_section
+
+        body = ("| steps/s | images/s | ms / step | data wait | peak memory (MiB) | device, threads |\n"
+                "|---|---|---|---|---|---|\n"
+                f"| {report['steps_per_s']:.2f} | {report['images_per_s']:.1f} | {report['ms_per_step']:.1f} | "
+                f"{100 * report['data_wait_fraction']:.1f}% | {report['peak_memory_mib']:.0f} "
+                f"({report['peak_memory_kind']}) | {report['device']}, {report['threads']} |\n\n"
+                f"{args.steps} timed steps after {args.warmup} warm-up steps.")
+        update_section(f"Training step profile: {Path(args.opt).name}"
+                       + (f" ({' '.join(args.set)})" if args.set else ""), body, command_line(__file__, argv))
     return 0
 
 

@@ -134,3 +134,24 @@ def test_restormer_cpu_inference_path_matches_the_autograd_path(layer_norm):
         fast = net(x)
     assert fast.is_contiguous()
     torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
+
+
+def test_folder_images_are_cached_automatically_when_they_fit(tmp_path, monkeypatch):
+    """cache: null decodes small folders up front (no decoding per crop); false never, true always; a folder
+    above the limit, or with an unreadable header, is decoded per use."""
+    import cv2
+    import numpy as np
+
+    from amcfd.data import transforms
+    from amcfd.data.folders import NoisyFolder
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 30, 3), 40 * i, np.uint8))
+    assert NoisyFolder(tmp_path).noisy._cache is not None                      # the default: automatic
+    assert NoisyFolder(tmp_path, cache=False).noisy._cache is None
+    monkeypatch.setattr(transforms, "AUTO_CACHE_BYTES", 20 * 30 * 3 * 2 * 2)   # room for two of the three
+    assert NoisyFolder(tmp_path).noisy._cache is None
+    assert NoisyFolder(tmp_path, cache=True).noisy._cache is not None
+    assert transforms.decoded_bytes(tmp_path / "missing.png") is None
+    with pytest.raises(ConfigError, match="cache"):
+        transforms.should_cache([], "yes")

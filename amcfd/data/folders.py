@@ -66,14 +66,15 @@ class PairedFolder(Dataset):
         noisy_suffix, clean_suffix: end of the file stems, removed before matching.
         crop_size: random square crop size for training; None = whole images.
         augment: random flip/rotation (one of 8, the same for noisy and clean).
-        cache: decode all images once in the constructor and keep them in memory.
+        cache: decode all images once in the constructor and keep them in memory (null, the default: when
+            they take at most 1 GiB, data/transforms.py ``should_cache``; false: decode at every use).
         max_images: use only the first N pairs (sorted by name).
         repeat: each epoch visits every pair this many times (useful with crops of few images).
     """
 
     def __init__(self, root: Union[str, Path], noisy_folder: str = "noisy", clean_folder: str = "clean",
                  noisy_suffix: str = "", clean_suffix: str = "", crop_size: int | None = None,
-                 augment: bool = False, cache: bool = False, max_images: int | None = None, repeat: int = 1):
+                 augment: bool = False, cache: bool | None = None, max_images: int | None = None, repeat: int = 1):
         where = f"datasets.{type(self).__name__}"
         self.root = Path(root)
         self.crop_size = check_crop_size(crop_size, where)
@@ -119,7 +120,8 @@ class NoisyFolder(Dataset):
         root: a folder (or one image file).
         crop_size: random square crop size for training; None = whole images.
         augment: random flip/rotation (one of 8).
-        cache: decode all images once in the constructor and keep them in memory.
+        cache: decode all images once in the constructor and keep them in memory (null, the default: when
+            they take at most 1 GiB, data/transforms.py ``should_cache``; false: decode at every use).
         repeat: each epoch visits every image this many times, so that an epoch over a handful of
             large photos still holds many crops.
         recursive: also look in sub-folders (names then include the sub-folder).
@@ -129,7 +131,7 @@ class NoisyFolder(Dataset):
     """
 
     def __init__(self, root: Union[str, Path], crop_size: int | None = None, augment: bool = False,
-                 cache: bool = False, repeat: int = 1, recursive: bool = True, max_images: int | None = None,
+                 cache: bool | None = None, repeat: int = 1, recursive: bool = True, max_images: int | None = None,
                  channels: int | None = 3):
         where = f"datasets.{type(self).__name__}"
         if channels not in (None, 1, 3):

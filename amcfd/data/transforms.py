@@ -71,20 +71,54 @@ def read_raw_pixels(path: Path) -> np.ndarray:
     return read_image_raw(path)[0]
 
 
+AUTO_CACHE_BYTES = 1 << 30   # cache: null decodes up front when the images take at most this much memory
+
+
+def decoded_bytes(path: Path) -> int | None:
+    """Upper bound of an image's decoded size (16-bit samples, at least 3 channels) from its header only;
+    None when the header cannot be read."""
+    try:
+        from PIL import Image  # a scikit-image dependency; only image headers are read here
+
+        with Image.open(path) as image:
+            width, height = image.size
+            return width * height * max(3, len(image.getbands())) * 2
+    except Exception:                # noqa: BLE001 - unknown format: no estimate
+        return None
+
+
+def should_cache(paths: Sequence[Path], cache: bool | None) -> bool:
+    """``cache`` true/false as given; null (automatic): true when every header reads and the decoded images
+    take at most AUTO_CACHE_BYTES (a few hundred photos of 1 MP; re-decoding each crop made a tenth of the
+    photos recipe's CPU step a wait for data, scripts/profile_step.py)."""
+    if cache is not None:
+        if not isinstance(cache, bool):
+            raise ConfigError(f"option 'cache' must be true, false or null (automatic), got {cache!r}")
+        return cache
+    total = 0
+    for path in paths:
+        size = decoded_bytes(path)
+        if size is None or total + size > AUTO_CACHE_BYTES:
+            return False
+        total += size
+    return True
+
+
 class RawImageStore:
-    """Reads images as stored (uint8/uint16 RGB); with ``cache`` all are decoded once, up front.
+    """Reads images as stored (uint8/uint16 RGB); with ``cache`` all are decoded once, up front
+    (``should_cache``: null = when they fit in AUTO_CACHE_BYTES).
 
     Caching happens in the constructor (threads; OpenCV decodes outside the GIL), so DataLoader
     workers forked afterwards share the decoded arrays instead of decoding them again each.
     Memory: H*W*C bytes per 8-bit image (twice that for 16-bit).
     """
 
-    def __init__(self, paths: Sequence[Path], cache: bool = False,
+    def __init__(self, paths: Sequence[Path], cache: bool | None = False,
                  reader: Callable[[Path], np.ndarray] | None = None):
         self.paths = list(paths)
         self._read = reader or read_raw_pixels                  # module-level: picklable for workers
         self._cache: list[np.ndarray] | None = None
-        if cache:
+        if should_cache(self.paths, cache):
             with ThreadPoolExecutor(max_workers=8) as pool:
                 self._cache = list(pool.map(self._read, self.paths))
 
