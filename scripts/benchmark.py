@@ -25,10 +25,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
-    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_readme_table, write_reports
-    from amcfd.analysis.results_doc import command_line, update_section
     from amcfd.engine.logger import TqdmHandler, log, setup_console_logging
-    from amcfd.registry import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-opt", required=True, help="benchmark option file (options/bench/*.yml)")
@@ -41,10 +38,25 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="the trainers' log lines on the console too")
     args = p.parse_args(argv)
+    args.argv = argv
     setup_console_logging()
-    for handler in log.handlers:                 # the experiments' train.log files keep every line
-        if isinstance(handler, TqdmHandler) and not args.verbose:
+    console = [h for h in log.handlers if isinstance(h, TqdmHandler)]
+    levels = [h.level for h in console]
+    if not args.verbose:                         # the experiments' train.log files keep every line
+        for handler in console:
             handler.setLevel(logging.WARNING)
+    try:
+        return run(args)
+    finally:
+        for handler, level in zip(console, levels):
+            handler.setLevel(level)
+
+
+def run(args) -> int:
+    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_readme_table, write_reports
+    from amcfd.analysis.results_doc import command_line, update_section
+    from amcfd.registry import ConfigError
+
     try:
         cfg = load_benchmark(args.opt, args.set)
         bench = Benchmark(cfg, force=True if args.force_all else args.force, progress=not args.quiet)
@@ -52,7 +64,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = command_line(__file__, argv)
+    command = command_line(__file__, args.argv)
     out = write_reports(cfg, rows, command)
     print(out["table"])
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")
