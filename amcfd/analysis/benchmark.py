@@ -462,20 +462,28 @@ def plot(rows: dict, path: Path, title: str, size: tuple[int, int] = (1100, 700)
     _, y0 = xy(10.0 ** lo_t, rows["noisy input"]["psnr"])
     for x in range(left, width - right, 12):                          # the noisy input: dashed
         cv2.line(img, (x, y0), (min(x + 6, width - right), y0), (120, 120, 120), 1)
-    cv2.putText(img, f"noisy input {rows['noisy input']['psnr']:.2f} dB", (left + 6, y0 - 6), font, 0.45,
-                (120, 120, 120), 1, cv2.LINE_AA)
+    noisy_label = f"noisy input {rows['noisy input']['psnr']:.2f} dB"
+    cv2.putText(img, noisy_label, (left + 6, y0 - 6), font, 0.45, (120, 120, 120), 1, cv2.LINE_AA)
+    (nw, nh), _ = cv2.getTextSize(noisy_label, font, 0.45, 1)
     labels = list(good)
     front = pareto_front([(good[k]["ms_per_image"], good[k]["psnr"]) for k in labels])
     pts = [xy(good[labels[i]]["ms_per_image"], good[labels[i]]["psnr"]) for i in front]
     for a, b in zip(pts, pts[1:]):
         cv2.line(img, a, b, (40, 40, 220), 2, cv2.LINE_AA)
-    for i, k in enumerate(labels):
-        x, y = xy(good[k]["ms_per_image"], good[k]["psnr"])
-        colour = (40, 40, 220) if i in front else (180, 90, 20)
-        cv2.circle(img, (x, y), 6, colour, -1, cv2.LINE_AA)
-        text_width = cv2.getTextSize(k, font, 0.45, 1)[0][0]
-        tx = x + 9 if x + 9 + text_width < width - 4 else x - 9 - text_width      # labels stay inside
-        cv2.putText(img, k, (tx, y - 7 + 14 * (i % 2)), font, 0.45, black, 1, cv2.LINE_AA)
+    points = [xy(good[k]["ms_per_image"], good[k]["psnr"]) for k in labels]
+    for i, (x, y) in enumerate(points):
+        cv2.circle(img, (x, y), 6, (40, 40, 220) if i in front else (180, 90, 20), -1, cv2.LINE_AA)
+    placed: list = [(left + 6, y0 - 6 - nh, left + 6 + nw, y0 - 6)]   # label boxes: each takes the first free spot
+    for k, (x, y) in zip(labels, points):
+        (tw, th), _ = cv2.getTextSize(k, font, 0.45, 1)
+        spots = [(x + 9, y - 6), (x + 9, y + 16), (x - 9 - tw, y - 6), (x - 9 - tw, y + 16), (x + 9, y - 20),
+                 (x - 9 - tw, y - 20), (x + 9, y + 30), (x - 9 - tw, y + 30)]
+        spots = [(tx, ty) for tx, ty in spots if tx >= 2 and tx + tw <= width - 2] or spots
+
+        tx, ty = next(((sx, sy) for sx, sy in spots
+                       if all(sx + tw < a or sx > c or sy < b or sy - th > d for a, b, c, d in placed)), spots[0])
+        placed.append((tx, ty - th, tx + tw, ty))
+        cv2.putText(img, k, (tx, ty), font, 0.45, black, 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 35), font, 0.7, black, 2, cv2.LINE_AA)
     cv2.putText(img, "ms per image (log scale); red: Pareto front", (left + 200, height - 20), font, 0.55, black,
                 1, cv2.LINE_AA)
