@@ -207,6 +207,13 @@ def digest(obj) -> str:
 
 
 # ----------------------------------------------------------------------------- running
+def _commit() -> str:
+    """The code a stage was trained or a row scored with (kept rows keep theirs; the report lists them)."""
+    from amcfd.analysis.results_doc import git_commit
+
+    return git_commit()
+
+
 class Benchmark:
     """Runs the entries of a checked benchmark option dict (``load_benchmark``); results in ``self.rows``."""
 
@@ -293,7 +300,7 @@ class Benchmark:
         trainer = Trainer(validate(opt, "train"))
         trainer.train()
         stages[entry["name"]] = {"options": key, "steps": trainer.iteration,
-                                 "minutes": round((time.perf_counter() - start) / 60, 2)}
+                                 "minutes": round((time.perf_counter() - start) / 60, 2), "commit": _commit()}
         self.retrained.add(entry["name"])
         self.save_state()
         return finished_run(folder)
@@ -331,7 +338,7 @@ class Benchmark:
         if bar:
             bar.close()
         result.pop("visuals")
-        row = {**info, "key": key, "n": result["n"],
+        row = {**info, "key": key, "n": result["n"], "commit": _commit(),
                **{JSON_KEY.get(m, m): result[m] for m in self.cfg["metrics"]},
                "ms_per_image": 1000 * result["sec_per_image"],
                "per_image": {k: {JSON_KEY.get(m, m): v[m] for m in v} for k, v in result["per_image"].items()}}
@@ -504,9 +511,12 @@ def write_reports(cfg: dict, rows: dict, command: str) -> dict:
     stages = json.loads((base / "state.json").read_text()).get("stages", {}) if (base / "state.json").is_file() \
         else {}
     minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min" for k, v in stages.items())
+    commits = sorted({v["commit"] for v in [*stages.values(), *rows.values()] if v.get("commit")})
     header = (f"{provenance_line(command)}\n\n{rows['noisy input']['n']} images; training reads only the noisy "
               f"images. Shared budget: {', '.join(f'{k}={v}' for k, v in cfg['budget'].items()) or 'none'}. "
-              f"Training: {minutes or 'none'}.\n")
+              f"Training: {minutes or 'none'}."
+              + (f" Trained and scored at commit {', '.join(commits)} (kept results are not measured again).\n"
+                 if commits else "\n"))
     (base.with_suffix(".md")).write_text(f"# Benchmark: {cfg['name']}\n\n{header}\n{text}\n")
     report = {"name": cfg["name"], "command": command, "config": copy.deepcopy(cfg), "stages": stages, "rows": rows}
     (base.with_suffix(".json")).write_text(json.dumps(report, indent=1) + "\n")
