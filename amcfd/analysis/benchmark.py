@@ -338,7 +338,7 @@ class Benchmark:
         if bar:
             bar.close()
         result.pop("visuals")
-        row = {**info, "key": key, "n": result["n"], "commit": _commit(),
+        row = {**info, "key": key, "n": result["n"], "commit": _commit(), "threads": torch.get_num_threads(),
                **{JSON_KEY.get(m, m): result[m] for m in self.cfg["metrics"]},
                "ms_per_image": 1000 * result["sec_per_image"],
                "per_image": {k: {JSON_KEY.get(m, m): v[m] for m in v} for k, v in result["per_image"].items()}}
@@ -512,11 +512,13 @@ def write_reports(cfg: dict, rows: dict, command: str) -> dict:
         else {}
     minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min" for k, v in stages.items())
     commits = sorted({v["commit"] for v in [*stages.values(), *rows.values()] if v.get("commit")})
+    threads = sorted({v["threads"] for v in rows.values() if v.get("threads")})
     header = (f"{provenance_line(command)}\n\n{rows['noisy input']['n']} images; training reads only the noisy "
               f"images. Shared budget: {', '.join(f'{k}={v}' for k, v in cfg['budget'].items()) or 'none'}. "
               f"Training: {minutes or 'none'}."
-              + (f" Trained and scored at commit {', '.join(commits)} (kept results are not measured again).\n"
-                 if commits else "\n"))
+              + (f" Trained and scored at commit {', '.join(commits)} (kept results are not measured again)."
+                 if commits else "")
+              + (f" ms / image with {', '.join(map(str, threads))} torch thread(s).\n" if threads else "\n"))
     (base.with_suffix(".md")).write_text(f"# Benchmark: {cfg['name']}\n\n{header}\n{text}\n")
     report = {"name": cfg["name"], "command": command, "config": copy.deepcopy(cfg), "stages": stages, "rows": rows}
     (base.with_suffix(".json")).write_text(json.dumps(report, indent=1) + "\n")
