@@ -72,10 +72,10 @@ def run(args) -> int:
         import shutil
 
         figure = REPO / "docs" / "images" / f"benchmark_{cfg['name']}.png"
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out["png"], figure)
         update_section(f"Benchmark: {cfg['name']}", out["header"].split("\n", 2)[-1].strip()
                        + f"\n\n![PSNR against ms per image](images/{figure.name})\n\n" + out["table"], command)
+        figure.parent.mkdir(parents=True, exist_ok=True)     # after the section: its provenance sees the tree as is
+        shutil.copyfile(out["png"], figure)
     if args.readme:
         write_readme_table(REPO / "README.md", cfg["name"], rows, command)
     failed = [k for k, v in rows.items() if "failed" in v]
