@@ -5,6 +5,7 @@
     python scripts/benchmark.py -opt options/bench/real.yml --set data.root=../shared/data/polyu data.images=30 \\
         name=polyu30_cpu
     python scripts/benchmark.py -opt options/bench/real.yml --force AT-BSN     # retrain one stage (and its users)
+    python scripts/benchmark.py -opt options/bench/real.yml --only AT-BSN "AT-BSN(D)"   # some entries only
     python scripts/benchmark.py -opt options/bench/real.yml --write-docs --readme   # docs/results.md, README
 
 Each trained method is a normal experiment (train.py's trainer) on the set's noisy images only, with the
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of the benchmark options")
     p.add_argument("--force", nargs="+", default=[], metavar="NAME", help="redo these stages or rows")
     p.add_argument("--force-all", action="store_true", help="redo everything")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="run only these entries of 'methods' (with the entries they train from or distil)")
     p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
     p.add_argument("--readme", action="store_true", help="also the short table of README.md (between its "
                    "'benchmark' markers)")
@@ -58,7 +61,7 @@ def run(args) -> int:
     from amcfd.registry import ConfigError
 
     try:
-        cfg = load_benchmark(args.opt, args.set)
+        cfg = load_benchmark(args.opt, args.set, only=args.only)
         bench = Benchmark(cfg, force=True if args.force_all else args.force, progress=not args.quiet)
         rows = bench.run()
     except ConfigError as exc:

@@ -162,3 +162,11 @@ def test_readme_table_is_written_between_its_markers(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ConfigError, match="benchmark table"):
         write_readme_table(readme, "x", rows, "cmd")
+
+
+def test_only_keeps_the_named_entries_and_what_they_need(tmp_path):
+    good = write_config(tmp_path, METHODS)
+    cfg = load_benchmark(good, only=["student", "NLM"])
+    assert [e["name"] for e in cfg["methods"]] == ["AMSNet", "student", "NLM"]
+    with pytest.raises(ConfigError, match="--only: no entry named 'nope'"):
+        load_benchmark(good, only=["nope"])

@@ -104,8 +104,9 @@ CLASSICAL = {"nlm": nlm, "bilateral": bilateral}
 
 
 # ----------------------------------------------------------------------------- options
-def load_benchmark(path: str | Path, overrides=()) -> dict:
-    """The benchmark option file, checked; ``overrides`` as ``KEY=VALUE`` (e.g. data.images=3)."""
+def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
+    """The benchmark option file, checked; ``overrides`` as ``KEY=VALUE`` (e.g. data.images=3); ``only``: keep
+    these entries of ``methods`` and the earlier ones they train from or distil (``from`` / ``teacher``)."""
     from amcfd.options import apply_overrides
 
     path = Path(path)
@@ -128,6 +129,16 @@ def load_benchmark(path: str | Path, overrides=()) -> dict:
     methods = cfg.get("methods")
     if not isinstance(methods, list) or not methods:
         raise ConfigError("option 'methods' must be a non-empty list")
+    if only:
+        names = [e.get("name") for e in methods if isinstance(e, dict)]
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise ConfigError(f"--only: no entry named {', '.join(map(repr, missing))} (entries: {', '.join(names)})")
+        wanted = set(only)
+        for entry in reversed(methods):
+            if entry.get("name") in wanted:
+                wanted.update(entry[k] for k in ("from", "teacher") if entry.get(k))
+        cfg["methods"] = methods = [e for e in methods if e.get("name") in wanted]
     seen = set()
     for i, entry in enumerate(methods):
         where = f"methods[{i}]"
