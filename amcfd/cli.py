@@ -127,6 +127,7 @@ def _valid(argv) -> None:
     and both SSIMs (skimage, MATLAB); table in metrics.md, means and per-image values in metrics.json (the mean
     of 'ssim' under the key 'ssim_skimage', every other metric under its own name)."""
     from amcfd.engine.inference import build_dataset, build_denoiser, evaluate, format_table
+    from amcfd.metrics import report_key
     from amcfd.options import dataset_sets, load_options, validate
 
     args = _parser("valid.py", "validation").parse_args(argv)
@@ -150,8 +151,7 @@ def _valid(argv) -> None:
     print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.md").write_text(table + "\n")
-    json_key = {"ssim": "ssim_skimage"}
-    report = {name: {"n": r["n"], **{json_key.get(m, m): r[m] for m in metrics},
+    report = {name: {"n": r["n"], **{report_key(m): r[m] for m in metrics},
                      "sec_per_image": r["sec_per_image"], "per_image": r["per_image"]}
               for name, r in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def stage_options(stage: str, args, work: Path, previous: Path | None) -> dict:
     """The option dict of one training stage, from the repository's option files."""
+    from amcfd.data.folders import training_set_on
     from amcfd.engine.checkpoint import load_checkpoint
     from amcfd.options import load_options
 
@@ -61,9 +62,8 @@ def stage_options(stage: str, args, work: Path, previous: Path | None) -> dict:
     opt = load_options(Path(args.options) / "train" / files[stage])
     opt["name"], opt["device"] = stage, args.device
     opt.setdefault("path", {})["experiments_root"] = str(work)
-    train = dict(opt["datasets"]["train"])
-    keep = {k: train[k] for k in ("crop_size", "augment", "repeat", "batch_size", "num_workers") if k in train}
-    opt["datasets"] = {"train": {"type": "NoisyFolder", "root": str(args.photos), **keep}}
+    opt["datasets"] = {"train": training_set_on({"type": "NoisyFolder", "root": str(args.photos)},
+                                                opt["datasets"]["train"])}
     opt["val"] = {**opt.get("val", {}), "val_freq": 0}
     opt["train"]["max_minutes"] = args.budget_minutes * SHARE[stage]
     opt["logger"] = {**opt.get("logger", {}), "use_tb_logger": False}

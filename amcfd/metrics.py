@@ -153,6 +153,11 @@ for _name, _fn in (("psnr", psnr), ("psnr_float", psnr_float), ("ssim", ssim), (
     METRICS.register(_name)(_fn)
 
 
+def report_key(name: str) -> str:
+    """The key of a metric in metrics.json and the benchmark reports: 'ssim' is written 'ssim_skimage'."""
+    return "ssim_skimage" if name == "ssim" else name
+
+
 def metric_label(name: str) -> str:
     """Human label for a metric name, e.g. 'ssim' -> 'SSIM (skimage)'."""
     return METRIC_LABELS.get(name, name)

@@ -68,7 +68,7 @@ def run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     command = command_line(__file__, args.argv)
-    out = write_reports(cfg, rows, command)
+    out = write_reports(cfg, rows, bench.state.get("stages", {}), command)
     print(out["table"])
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")
     if args.write_docs:

@@ -46,44 +46,47 @@ import numpy as np
 import torch
 import yaml
 
+from amcfd.metrics import report_key
 from amcfd.registry import ConfigError
 
 log = logging.getLogger("amcfd")
 
 ENTRY_KEYS = {"name", "train", "set", "from", "teacher", "rows", "classical", "params", "checkpoint", "network",
               "note"}
-TOP_KEYS = {"name", "work", "data", "datasets", "budget", "metrics", "device", "methods", "flops"}
+TOP_KEYS = {"name", "work", "data", "datasets", "budget", "metrics", "device", "methods"}
 DEFAULT_METRICS = ["psnr", "ssim", "ssim_matlab"]
-JSON_KEY = {"ssim": "ssim_skimage"}           # valid.py's metrics.json names
+# a folder's training crops when the method's option file gives none (its own sampling settings are kept)
+FOLDER_SAMPLING = {"crop_size": 128, "augment": True, "repeat": 100, "batch_size": 2, "num_workers": 0}
 
 
 # ----------------------------------------------------------------------------- classical references
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return np.round(x.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-
-
-def _noise_sigma_255(image: np.ndarray) -> float:
+def _per_image_uint8(x: torch.Tensor, filter_image) -> torch.Tensor:
+    """``filter_image(u8, sigma)`` on each image of (B, C, H, W) in [0, 1] as an HxWxC uint8 array, with
+    ``sigma`` its noise level in 0..255 (analysis/noise.py, measured on the noisy image itself)."""
     from amcfd.analysis.noise import noise_level
 
-    return float(noise_level(torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255)) * 255
+    out = []
+    for image in x:
+        u8 = np.round(image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+        sigma = float(noise_level(torch.from_numpy(u8).permute(2, 0, 1).float()[None] / 255)) * 255
+        filtered = np.ascontiguousarray(filter_image(u8, sigma)).reshape(u8.shape)
+        out.append(torch.from_numpy(filtered).permute(2, 0, 1).float() / 255)
+    return torch.stack(out).to(x.device)
 
 
 def nlm(x: torch.Tensor, h: float | str = "auto", template: int = 7, search: int = 21) -> torch.Tensor:
     """OpenCV non-local means (``fastNlMeansDenoisingColored``), per image; ``h: auto`` = the image's own noise
-    level in 0..255 (analysis/noise.py, measured on the noisy image only), for luma and colour alike."""
+    level in 0..255 (measured on the noisy image only), for luma and colour alike."""
     import cv2
 
-    out = []
-    for image in x:
-        u8 = _to_uint8(image)
-        strength = _noise_sigma_255(u8) if h == "auto" else float(h)
+    def one(u8: np.ndarray, sigma: float) -> np.ndarray:
+        strength = sigma if h == "auto" else float(h)
         if u8.shape[-1] == 3:
-            bgr = cv2.fastNlMeansDenoisingColored(u8[..., ::-1].copy(), None, strength, strength, template, search)
-            u8 = bgr[..., ::-1]
-        else:
-            u8 = cv2.fastNlMeansDenoising(u8[..., 0], None, strength, template, search)[..., None]
-        out.append(torch.from_numpy(np.ascontiguousarray(u8)).permute(2, 0, 1).float() / 255)
-    return torch.stack(out).to(x.device)
+            return cv2.fastNlMeansDenoisingColored(u8[..., ::-1].copy(), None, strength, strength, template,
+                                                   search)[..., ::-1]
+        return cv2.fastNlMeansDenoising(u8[..., 0], None, strength, template, search)
+
+    return _per_image_uint8(x, one)
 
 
 def bilateral(x: torch.Tensor, diameter: int = 5, sigma_color: float | str = "auto",
@@ -91,13 +94,8 @@ def bilateral(x: torch.Tensor, diameter: int = 5, sigma_color: float | str = "au
     """OpenCV bilateral filter, per image; ``sigma_color: auto`` = twice the image's noise level in 0..255."""
     import cv2
 
-    out = []
-    for image in x:
-        u8 = _to_uint8(image)
-        colour = 2 * _noise_sigma_255(u8) if sigma_color == "auto" else float(sigma_color)
-        filtered = cv2.bilateralFilter(u8, diameter, colour, sigma_space)
-        out.append(torch.from_numpy(filtered.reshape(u8.shape)).permute(2, 0, 1).float() / 255)
-    return torch.stack(out).to(x.device)
+    return _per_image_uint8(x, lambda u8, sigma: cv2.bilateralFilter(
+        u8, diameter, 2 * sigma if sigma_color == "auto" else float(sigma_color), sigma_space))
 
 
 CLASSICAL = {"nlm": nlm, "bilateral": bilateral}
@@ -182,16 +180,14 @@ def rows_of(entry: dict) -> dict:
 def stage_options(cfg: dict, entry: dict, work: Path, checkpoints: dict) -> dict:
     """A trained entry's option dict: its option file, the benchmark's training images (keeping the file's crop,
     batch and loader settings), no validation, quiet console, then ``budget`` and the entry's ``set``."""
+    from amcfd.data.folders import training_set_on
     from amcfd.options import apply_overrides, load_options
 
     opt = load_options(entry["train"])
     opt["name"], opt["device"] = entry["name"], cfg["device"]
     train, _ = dataset_entries(cfg)
     if not cfg.get("datasets"):          # a folder of noisy images: keep the file's crops, batch and loader
-        old = opt.get("datasets", {}).get("train", {})
-        keep = {k: old[k] for k in ("crop_size", "augment", "repeat", "batch_size", "num_workers") if k in old}
-        train = {"crop_size": 128, "augment": True, "repeat": 100, "batch_size": 2, "num_workers": 0,
-                 **keep, **train}
+        train = training_set_on(train, opt.get("datasets", {}).get("train", {}), FOLDER_SAMPLING)
     opt["datasets"] = {"train": train}
     opt["val"] = {**opt.get("val", {}), "val_freq": 0}
     opt["logger"] = {**opt.get("logger", {}), "use_tb_logger": False, "progress_bar": True}
@@ -350,9 +346,9 @@ class Benchmark:
             bar.close()
         result.pop("visuals")
         row = {**info, "key": key, "n": result["n"], "commit": _commit(), "threads": torch.get_num_threads(),
-               **{JSON_KEY.get(m, m): result[m] for m in self.cfg["metrics"]},
+               **{report_key(m): result[m] for m in self.cfg["metrics"]},
                "ms_per_image": 1000 * result["sec_per_image"],
-               "per_image": {k: {JSON_KEY.get(m, m): v[m] for m in v} for k, v in result["per_image"].items()}}
+               "per_image": {k: {report_key(m): v[m] for m in v} for k, v in result["per_image"].items()}}
         if method is not None:
             row["params"] = sum(p.numel() for p in method.net.parameters())
             row["gflops"] = self.gflops(fn, dataset, device)
@@ -405,7 +401,7 @@ def markdown(cfg: dict, rows: dict) -> str:
     from amcfd.metrics import metric_label
 
     metrics = cfg["metrics"]
-    names = [JSON_KEY.get(m, m) for m in metrics]
+    names = [report_key(m) for m in metrics]
     noisy = rows["noisy input"]
     front = _front_labels(rows)
     head = ["method", *(metric_label(m) for m in metrics), "gain (dB)", "ms / image", "params", "GFLOPs / image",
@@ -511,7 +507,7 @@ def plot(rows: dict, path: Path, title: str, size: tuple[int, int] = (1100, 700)
     return path
 
 
-def write_reports(cfg: dict, rows: dict, command: str) -> dict:
+def write_reports(cfg: dict, rows: dict, stages: dict, command: str) -> dict:
     """<work>/<name>.md, .json and .png; returns their paths."""
     from amcfd.analysis.results_doc import provenance_line
 
@@ -519,8 +515,6 @@ def write_reports(cfg: dict, rows: dict, command: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     base = work / cfg["name"]
     text = markdown(cfg, rows)
-    stages = json.loads((base / "state.json").read_text()).get("stages", {}) if (base / "state.json").is_file() \
-        else {}
     minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min" for k, v in stages.items())
     commits = sorted({v["commit"] for v in [*stages.values(), *rows.values()] if v.get("commit")})
     threads = sorted({v["threads"] for v in rows.values() if v.get("threads")})

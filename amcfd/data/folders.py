@@ -160,6 +160,17 @@ class NoisyFolder(Dataset):
         return make_item(arrays, name, self.crop_size, self.augment, source)
 
 
+SAMPLING_KEYS = ("crop_size", "augment", "repeat", "batch_size", "num_workers")
+
+
+def training_set_on(images: dict, like: dict, defaults: dict | None = None) -> dict:
+    """A training-set entry reading ``images`` (e.g. ``{type: NoisyFolder, root: ...}``) with the crop,
+    augmentation, repeat, batch and loader settings of ``like`` (an option file's training set), and
+    ``defaults`` for those it does not give."""
+    kept = {k: like[k] for k in SAMPLING_KEYS if k in like}
+    return {**(defaults or {}), **images, **kept}
+
+
 def _with_channels(img: np.ndarray, channels: int | None) -> np.ndarray:
     """HxWxC uint image with ``channels`` channels: gray repeated to RGB, or RGB to luminance."""
     if channels is None or img.shape[2] == channels:
