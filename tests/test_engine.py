@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 
 from amcfd.engine.checkpoint import iteration_checkpoints, load_checkpoint
 from amcfd.engine.inference import tiled_denoise
-from amcfd.engine.trainer import Trainer, TrainingError, lr_factor
+from amcfd.engine.trainer import LossRiseWatch, Trainer, TrainingError, lr_factor
 from amcfd.options import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +88,34 @@ def test_non_finite_loss_stops_naming_iteration_and_keeps_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match="iteration 3"):
         trainer.train()
     assert good.read_bytes() == before
+
+
+def test_loss_rise_watch_warns_once_on_a_loss_that_stays_up():
+    falling = LossRiseWatch(patience=3)
+    assert not any(falling.update(i, 0.1 / i + 0.02 * (i % 2)) for i in range(1, 40))   # noisy but falling
+    spike = LossRiseWatch(patience=3)
+    assert not any(spike.update(i, v) for i, v in enumerate([0.1, 0.09, 0.3, 0.3, 0.08, 0.3, 0.3, 0.09]))
+    rising = LossRiseWatch(patience=3)
+    messages = [rising.update(i, v) for i, v in enumerate([0.07, 0.06, 0.1, 0.14, 0.14, 0.14, 0.15, 0.14], 1)]
+    assert messages[:4] == [None] * 4 and messages[5:] == [None] * 3    # once, at the third window above 0.09
+    assert "from 0.06 (mean to iteration 2) to 0.14 (mean to iteration 5)" in messages[4]
+    assert "'train.lr'" in messages[4]
+
+
+def test_trainer_warns_when_the_loss_rises_and_not_for_schemes_whose_loss_rises_by_design(tmp_path, caplog):
+    opt = tiny_options(tmp_path / "a", total_iter=8)
+    opt["logger"]["print_freq"] = 1
+    trainer = Trainer(opt)
+    trainer.loss_watch = LossRiseWatch(patience=2, min_steps=1)
+    method = trainer.model
+    trainer.model = lambda batch: {k: v * (1 + trainer.iteration) for k, v in method(batch).items()}   # rises
+    with caplog.at_level(logging.WARNING, logger="amcfd"):
+        trainer.train()
+    assert sum("training loss has risen" in r.message for r in caplog.records) == 1
+
+    opt = tiny_options(tmp_path / "b")
+    opt["method"] = {"type": "DistillFine", "refresh_every": 2}
+    assert Trainer(opt).loss_watch is None
 
 
 def test_existing_experiment_folder_is_archived_not_overwritten(tmp_path):

@@ -52,6 +52,31 @@ class TrainingError(RuntimeError):
 BUDGET_PROBE_STEPS = 20   # train.max_minutes: steps timed before total_iter is fitted to the budget
 
 
+class LossRiseWatch:
+    """Notices a training loss that rises and stays up without ever becoming non-finite (e.g. AT-BSN at a
+    learning rate of 5e-3: its L1 went from 0.07 to 0.14 and stayed there).
+
+    Fed the mean total loss over windows of at least ``min_steps`` iterations; returns a message once, when
+    ``patience`` windows in a row are above ``factor`` times the lowest window mean so far.
+    """
+
+    def __init__(self, factor: float = 1.5, patience: int = 3, min_steps: int = 50):
+        self.factor, self.patience, self.min_steps = factor, patience, min_steps
+        self.lowest, self.lowest_at, self.above, self.warned = math.inf, 0, 0, False
+
+    def update(self, iteration: int, mean: float) -> str | None:
+        if mean < self.lowest:
+            self.lowest, self.lowest_at, self.above = mean, iteration, 0
+            return None
+        self.above = self.above + 1 if mean > self.factor * self.lowest else 0
+        if self.above < self.patience or self.warned:
+            return None
+        self.warned = True
+        return (f"the training loss has risen from {self.lowest:.4g} (mean to iteration {self.lowest_at}) to "
+                f"{mean:.4g} (mean to iteration {iteration}) and stayed up: the learning rate may be too high "
+                "for this method (option 'train.lr')")
+
+
 def lr_factor(it: int, t: dict) -> float:
     """Learning-rate multiplier at iteration ``it``: linear warm-up, then cosine / multistep."""
     warm = t["warmup_iter"]
@@ -153,6 +178,8 @@ class Trainer:
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
         self._first_bad, self._bad_losses, self.timing = None, {}, {}   # _step / _check_finite; _log_timing
+        self.loss_watch = LossRiseWatch() if self.method.loss_should_fall else None
+        self._loss_sum, self._loss_steps = None, 0                        # the window LossRiseWatch is fed
         if resume_from is not None:
             self._resume(resume_from)  # restores every rank's RNG states
         else:
@@ -316,6 +343,9 @@ class Trainer:
         self._first_bad = torch.where(first, self.iteration + 1, self._first_bad)
         for k, v in losses.items():
             self._bad_losses[k] = torch.where(first, v.detach().float(), self._bad_losses[k])
+        if self.loss_watch is not None:
+            self._loss_sum = total.detach().float() + (0 if self._loss_sum is None else self._loss_sum)
+            self._loss_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.opt["train"]["grad_clip"] > 0:
@@ -341,6 +371,16 @@ class Trainer:
             last = latest_checkpoint(self.ckpt_dir)
             raise TrainingError(f"non-finite loss at iteration {int(first.item())} ({values}); stopped. "
                                 f"Last good checkpoint: {last or 'none yet'}")
+
+    def _watch_loss(self) -> None:
+        """At a log step (after _check_finite): feed LossRiseWatch once its window has enough steps."""
+        if self.loss_watch is None or self._loss_steps < self.loss_watch.min_steps:
+            return
+        mean = float(dist.reduce_mean_dict({"l": self._loss_sum})["l"]) / self._loss_steps
+        self._loss_sum, self._loss_steps = None, 0
+        message = self.loss_watch.update(self.iteration, mean)
+        if message and dist.is_main():
+            log.warning(message)
 
     def _log_timing(self, steps: int, seconds: float, wait: float) -> None:
         """Wall time per step and the share spent waiting for the data loader (since the last log step)."""
@@ -376,6 +416,7 @@ class Trainer:
             self.method.on_train_iter(self.iteration)
             if self.iteration % lg["print_freq"] == 0 or self.iteration == end:
                 self._check_finite()
+                self._watch_loss()
                 last_losses = dist.reduce_mean_dict(losses)
                 self.logger.scalars(self.iteration, last_losses, self.scheduler.get_last_lr()[0])
                 if self.device.type == "cuda":

@@ -30,6 +30,9 @@ class Method(nn.Module):
     """
 
     teacher_targets = None
+    # the engine warns when the training loss stays well above its lowest value (engine.trainer.LossRiseWatch);
+    # False for a scheme whose loss rises by design (e.g. targets that are refreshed from the student)
+    loss_should_fall = True
 
     def __init__(self, net: nn.Module):
         super().__init__()

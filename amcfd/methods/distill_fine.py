@@ -34,6 +34,8 @@ class DistillFine(Method):
       norm: 'l1' (the paper) | 'l2' | 'charbonnier'.
     """
 
+    loss_should_fall = False   # S* starts equal to the student after every refresh: the loss restarts near 0
+
     def __init__(self, net: nn.Module, aug_modes: list = (1, 2, 3), refresh_every: int = 500,
                  id_weight: float = 1.0, aug_weight: float = 1.0, norm: str = "l1"):
         super().__init__(net)
