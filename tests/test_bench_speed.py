@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from amcfd.analysis.results_doc import update_section
+from amcfd.analysis.results_doc import command_line, update_section
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -71,3 +71,8 @@ def test_bench_speed_tiled_photo_path(tmp_path, monkeypatch):
     rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
     assert [(r["size"], r["variant"]) for r in rows] == [("32x32", "B"), ("32x32", "B-E"), ("112x80 tiled 64", "B-E")]
     assert all(r["teacher_ms"] > 0 and r["student_ms"] > 0 and r["reps"] == 1 for r in rows)
+
+
+def test_provenance_command_is_quoted_for_a_shell():
+    command = command_line("/x/scripts/benchmark.py", ["--only", "AT-BSN(D)", "--force", "noisy input"])
+    assert command == "python scripts/benchmark.py --only 'AT-BSN(D)' --force 'noisy input'"

@@ -70,10 +70,11 @@ def _is_heading(line: str) -> bool:
 
 
 def command_line(script: str | Path, argv=None) -> str:
-    """How a script was run, for the provenance line: ``python scripts/NAME.py ARGS``."""
+    """How a script was run, for the provenance line: ``python scripts/NAME.py ARGS``, quoted for a shell."""
+    import shlex
     import sys
 
-    return f"python scripts/{Path(script).name} " + " ".join(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", f"scripts/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def update_section(title: str, body: str, command: str, path: str | Path = DEFAULT_DOC,
