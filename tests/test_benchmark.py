@@ -94,6 +94,27 @@ def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path):
     assert student_ckpt.stat().st_mtime_ns != stamps[student_ckpt]
 
 
+def test_a_stage_whose_loss_rose_is_reported_with_the_trainers_warning(tmp_path, monkeypatch):
+    import amcfd.engine.trainer as trainer_module
+
+    class Rises(trainer_module.LossRiseWatch):              # the trainer's watch, made to fire at its first window
+        def __init__(self):
+            super().__init__(min_steps=1)
+
+        def update(self, iteration, mean):
+            self.message = self.message or f"the training loss has risen (iteration {iteration})"
+            return self.message
+
+    monkeypatch.setattr(trainer_module, "LossRiseWatch", Rises)
+    config = write_config(tmp_path, [{"name": "AMSNet", "train": str(REPO / "options/train/photos.yml"),
+                                      "set": {"method.pd_train": 2, "method.recharge": False}}])
+    assert load_script().main(["-opt", str(config), "--quiet"]) == 0
+    report = json.loads((tmp_path / "work" / "tiny.json").read_text())
+    assert report["stages"]["AMSNet"]["warning"] == "the training loss has risen (iteration 3)"
+    assert "AMSNet 3 steps" in (text := (tmp_path / "work" / "tiny.md").read_text())
+    assert "(warning: the training loss has risen (iteration 3))" in text
+
+
 def test_config_errors_name_the_option(tmp_path):
     good = write_config(tmp_path, METHODS[:1])
     with pytest.raises(ConfigError, match="methods\\[1\\].teacher"):

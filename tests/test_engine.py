@@ -99,7 +99,7 @@ def test_loss_rise_watch_warns_once_on_a_loss_that_stays_up():
     messages = [rising.update(i, v) for i, v in enumerate([0.07, 0.06, 0.1, 0.14, 0.14, 0.14, 0.15, 0.14], 1)]
     assert messages[:4] == [None] * 4 and messages[5:] == [None] * 3    # once, at the third window above 0.09
     assert "from 0.06 (mean to iteration 2) to 0.14 (mean to iteration 5)" in messages[4]
-    assert "'train.lr'" in messages[4]
+    assert "'train.lr'" in messages[4] and rising.message == messages[4]
 
 
 def test_trainer_warns_when_the_loss_rises_and_not_for_schemes_whose_loss_rises_by_design(tmp_path, caplog):

@@ -30,6 +30,8 @@ Benchmark option file::
 
 A row that fails is recorded with its error and the others still run. A finished stage whose options did not
 change is kept, and so is a row already scored on the same checkpoint with the same options, unless forced.
+A stage whose training loss rose and stayed up (the trainer's warning, e.g. a learning rate too high for the
+method) is reported with that warning.
 """
 from __future__ import annotations
 
@@ -308,6 +310,8 @@ class Benchmark:
         trainer.train()
         stages[entry["name"]] = {"options": key, "steps": trainer.iteration,
                                  "minutes": round((time.perf_counter() - start) / 60, 2), "commit": _commit()}
+        if trainer.loss_watch is not None and trainer.loss_watch.message:
+            stages[entry["name"]]["warning"] = trainer.loss_watch.message
         self.retrained.add(entry["name"])
         self.save_state()
         return finished_run(folder)
@@ -515,7 +519,8 @@ def write_reports(cfg: dict, rows: dict, stages: dict, command: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     base = work / cfg["name"]
     text = markdown(cfg, rows)
-    minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min" for k, v in stages.items())
+    minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min"
+                        + (f" (warning: {v['warning']})" if v.get("warning") else "") for k, v in stages.items())
     commits = sorted({v["commit"] for v in [*stages.values(), *rows.values()] if v.get("commit")})
     threads = sorted({v["threads"] for v in rows.values() if v.get("threads")})
     header = (f"{provenance_line(command)}\n\n{rows['noisy input']['n']} images; training reads only the noisy "

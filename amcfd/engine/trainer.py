@@ -56,25 +56,25 @@ class LossRiseWatch:
     """Notices a training loss that rises and stays up without ever becoming non-finite (e.g. AT-BSN at a
     learning rate of 5e-3: its L1 went from 0.07 to 0.14 and stayed there).
 
-    Fed the mean total loss over windows of at least ``min_steps`` iterations; returns a message once, when
-    ``patience`` windows in a row are above ``factor`` times the lowest window mean so far.
+    Fed the mean total loss over windows of at least ``min_steps`` iterations; returns a message once (and keeps
+    it in ``message``), when ``patience`` windows in a row are above ``factor`` times the lowest window mean so far.
     """
 
     def __init__(self, factor: float = 1.5, patience: int = 3, min_steps: int = 50):
         self.factor, self.patience, self.min_steps = factor, patience, min_steps
-        self.lowest, self.lowest_at, self.above, self.warned = math.inf, 0, 0, False
+        self.lowest, self.lowest_at, self.above, self.message = math.inf, 0, 0, None
 
     def update(self, iteration: int, mean: float) -> str | None:
         if mean < self.lowest:
             self.lowest, self.lowest_at, self.above = mean, iteration, 0
             return None
         self.above = self.above + 1 if mean > self.factor * self.lowest else 0
-        if self.above < self.patience or self.warned:
+        if self.above < self.patience or self.message:
             return None
-        self.warned = True
-        return (f"the training loss has risen from {self.lowest:.4g} (mean to iteration {self.lowest_at}) to "
-                f"{mean:.4g} (mean to iteration {iteration}) and stayed up: the learning rate may be too high "
-                "for this method (option 'train.lr')")
+        self.message = (f"the training loss has risen from {self.lowest:.4g} (mean to iteration {self.lowest_at}) "
+                        f"to {mean:.4g} (mean to iteration {iteration}) and stayed up: the learning rate may be "
+                        "too high for this method (option 'train.lr')")
+        return self.message
 
 
 def lr_factor(it: int, t: dict) -> float:
