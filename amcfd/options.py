@@ -279,9 +279,10 @@ def _check_paths(section: Any, prefix: str) -> None:
 
 
 def dataset_sets(opt: dict, phase: str) -> dict:
-    """The named dataset entries a phase uses: train -> train + val*; valid/test -> val* + test*."""
+    """The named dataset entries a phase uses: train -> train + val*; valid -> val* + test*; test (denoising
+    photos, test.py) -> test* only, so an option file's validation sets need not exist on the user's machine."""
     sets = opt.get("datasets") or {}
-    prefixes = ("train", "val") if phase == "train" else ("val", "test")
+    prefixes = {"train": ("train", "val"), "test": ("test",)}.get(phase, ("val", "test"))
     return {k: v for k, v in sets.items() if k.split("_")[0] in prefixes}
 
 

@@ -189,3 +189,18 @@ def test_test_py_carries_the_icc_profile_to_the_output(trained):
     assert result.returncode == 0, result.stderr
     image, info = read_image(trained / "out_icc" / "p.png")
     assert image.shape == (32, 40, 3) and info["icc"] == icc
+
+
+def test_test_py_does_not_need_the_option_files_validation_sets(trained):
+    """options/test/nbsn.yml names SIDD's .mat files: test.py on a user's photos must not ask for them."""
+    opt = yaml.safe_load((trained / "test.yml").read_text())
+    opt["datasets"] = {"val_sidd": {"type": "SIDDBlocks", "noisy_mat": "no/Noisy.mat", "gt_mat": "no/Gt.mat"}}
+    (trained / "sidd_test.yml").write_text(yaml.safe_dump(opt))
+    photos = trained / "photos_sidd"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.random.default_rng(2).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    result = run("test.py", "-opt", "sidd_test.yml", "--input", "photos_sidd", "--output", "out_sidd", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(trained / "out_sidd" / "a.png")).shape == (30, 30, 3)
+    valid = run("valid.py", "-opt", "sidd_test.yml", cwd=trained)
+    assert valid.returncode == 2 and "option 'datasets.val_sidd." in valid.stderr.strip().splitlines()[-1]
