@@ -127,6 +127,8 @@ def test_config_errors_name_the_option(tmp_path):
         load_benchmark(good, ["data.root=/no/such/folder"])
     with pytest.raises(ConfigError, match="unknown keys"):
         load_benchmark(good, ["budgt={}"])
+    with pytest.raises(ConfigError, match="methods\\[0\\].rows' \\(a\\) must map each row's label"):
+        load_benchmark(good, ["methods=[{name: a, classical: nlm, rows: {one, two: {}}}]"])   # a comma in a label
     assert load_script().main(["-opt", str(tmp_path / "none.yml")]) == 2
 
 

@@ -155,6 +155,11 @@ def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
         for key in ("from", "teacher"):
             if entry.get(key) and entry[key] not in seen:
                 raise ConfigError(f"option '{where}.{key}': {entry[key]!r} is not an earlier trained entry")
+        rows = entry.get("rows")
+        if rows is not None and (not isinstance(rows, dict)
+                                 or any(not isinstance(v, dict) for v in rows.values())):
+            raise ConfigError(f"option '{where}.rows' ({entry['name']}) must map each row's label to its method "
+                              f"overrides ({{}} for none), got {rows!r}")
         if entry.get("train"):
             seen.add(entry["name"])
     cfg.setdefault("work", "results/benchmark")
