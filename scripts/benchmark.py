@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="the trainers' log lines on the console too")
     args = p.parse_args(argv)
-    args.argv = argv
     setup_console_logging()
     console = [h for h in log.handlers if isinstance(h, TqdmHandler)]
     levels = [h.level for h in console]
@@ -49,13 +48,13 @@ def main(argv=None) -> int:
         for handler in console:
             handler.setLevel(logging.WARNING)
     try:
-        return run(args)
+        return run(args, argv)
     finally:
         for handler, level in zip(console, levels):
             handler.setLevel(level)
 
 
-def run(args) -> int:
+def run(args, argv) -> int:
     from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_readme_table, write_reports
     from amcfd.analysis.results_doc import command_line, update_section
     from amcfd.registry import ConfigError
@@ -67,7 +66,7 @@ def run(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = command_line(__file__, args.argv)
+    command = command_line(__file__, argv)
     out = write_reports(cfg, rows, bench.state.get("stages", {}), command)
     print(out["table"])
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")

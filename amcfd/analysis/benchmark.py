@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import yaml
 
+from amcfd.analysis.results_doc import git_commit
 from amcfd.metrics import report_key
 from amcfd.registry import ConfigError
 
@@ -221,13 +222,6 @@ def digest(obj) -> str:
 
 
 # ----------------------------------------------------------------------------- running
-def _commit() -> str:
-    """The code a stage was trained or a row scored with (kept rows keep theirs; the report lists them)."""
-    from amcfd.analysis.results_doc import git_commit
-
-    return git_commit()
-
-
 class Benchmark:
     """Runs the entries of a checked benchmark option dict (``load_benchmark``); results in ``self.rows``."""
 
@@ -314,7 +308,7 @@ class Benchmark:
         trainer = Trainer(validate(opt, "train"))
         trainer.train()
         stages[entry["name"]] = {"options": key, "steps": trainer.iteration,
-                                 "minutes": round((time.perf_counter() - start) / 60, 2), "commit": _commit()}
+                                 "minutes": round((time.perf_counter() - start) / 60, 2), "commit": git_commit()}
         if trainer.loss_watch is not None and trainer.loss_watch.message:
             stages[entry["name"]]["warning"] = trainer.loss_watch.message
         self.retrained.add(entry["name"])
@@ -354,7 +348,7 @@ class Benchmark:
         if bar:
             bar.close()
         result.pop("visuals")
-        row = {**info, "key": key, "n": result["n"], "commit": _commit(), "threads": torch.get_num_threads(),
+        row = {**info, "key": key, "n": result["n"], "commit": git_commit(), "threads": torch.get_num_threads(),
                **{report_key(m): result[m] for m in self.cfg["metrics"]},
                "ms_per_image": 1000 * result["sec_per_image"],
                "per_image": {k: {report_key(m): v[m] for m in v} for k, v in result["per_image"].items()}}

@@ -376,7 +376,7 @@ class Trainer:
         """At a log step (after _check_finite): feed LossRiseWatch once its window has enough steps."""
         if self.loss_watch is None or self._loss_steps < self.loss_watch.min_steps:
             return
-        mean = float(dist.reduce_mean_dict({"l": self._loss_sum})["l"]) / self._loss_steps
+        mean = dist.reduce_mean_dict({"l": self._loss_sum})["l"] / self._loss_steps
         self._loss_sum, self._loss_steps = None, 0
         message = self.loss_watch.update(self.iteration, mean)
         if message and dist.is_main():
