@@ -1,43 +1,59 @@
 """``amcfd-denoise PHOTOS --output OUT``: from a folder of noisy photos to denoised photos in one command.
 
-Stages (each a normal experiment folder under ``--work``, default experiments/denoise_<folder>/):
+Stages (each a normal experiment folder under ``--work``, default experiments/denoise_<folder>_<path hash>/):
 
 1. teacher: AMSNet on the photos themselves, options/train/photos.yml (its ``auto`` choices come from them);
 2. coarse:  AM-CFD coarse distillation into a single-pass student (options/train/distill_coarse_cpu.yml; the
-   teacher with its own PD stride and recharge, without R3, one rotated view: its targets fit the budget);
+   teacher with its own PD stride and recharge, without R3, one rotated view, tiled: its targets fit the budget);
 3. fine:    self-enhanced fine distillation (options/train/distill_fine_cpu.yml);
-4. the student denoises the photos into ``--output``.
+4. the student denoises the photos (sub-folders too) into ``--output``, mirroring the folder tree.
 
-``--budget-minutes`` is the training time, split 45 / 35 / 20 % over the stages (each stage's
-``train.max_minutes``: the run fits its iterations to it). A finished stage is skipped when the command runs
-again; an interrupted one resumes from its last checkpoint. ``--pretrained FILE`` skips training and denoises
-with a checkpoint (ours, or one imported by scripts/import_checkpoint.py, e.g. a released single-pass student).
-``--clean FOLDER`` (same file names) adds PSNR/SSIM of the input and the output to the summary. Training reads
-only the noisy photos; the photos are never written to.
+Budget: ``--budget-minutes`` is the training time, split 45 / 35 / 20 % over the stages. Each stage trains for
+its share on whatever device it runs (``train.max_minutes`` with ``fill_budget``: the iteration count is fitted
+to the time, up or down). On CUDA the packaged option files train larger networks (``CUDA_NETWORKS``: AMSNet's
+published NAFNet teacher, the paper's NAFNet student, batch 8). A budget too small for a stage to reach a tenth
+of its option file's ``total_iter`` (at least ``MIN_STEPS``) is refused before anything runs, with the smallest
+budget that works, estimated from a few timed steps (engine/budget.py).
+
+Reuse: a stage folder is named after its identity (engine/runs.py): the photos' paths, sizes and contents,
+the stage's resolved options (the budget included) and the stage it starts from. The same work is reused (or
+resumed after a crash); any difference trains anew in another folder, with one line saying what differed.
+``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing.
+``--pretrained FILE`` skips training and denoises with a checkpoint (ours, or one imported by
+scripts/import_checkpoint.py). ``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary.
+Training reads only the noisy photos; the photos are never written to. One command at a time per work folder.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from amcfd.registry import ConfigError
 
-REPO_OPTIONS = Path(__file__).resolve().parents[1] / "options"
 STAGES = ("teacher", "coarse", "fine")
 SHARE = {"teacher": 0.45, "coarse": 0.35, "fine": 0.20}   # of --budget-minutes
+FILES = {"teacher": "photos.yml", "coarse": "distill_coarse_cpu.yml", "fine": "distill_fine_cpu.yml"}
 KEEP = ("all", "student", "outputs")
-# The coarse stage's teacher targets are computed inside its budget. As P-E with 3 rotated views (the CPU option
-# file) they took 8 of its 5 minutes on CC15 (15 photos, 15-minute budget) and left 20 training steps (output
-# 20.0 dB); without R3 and with one view they take seconds.
-TEACHER_R3, TEACHER_VIEWS = False, [1]
+# The coarse stage's teacher targets are computed inside its budget: without R3 and with one rotated view they
+# take seconds per photo (P-E with 3 views took most of the stage's budget). Tiled, so 12-megapixel photos fit.
+TEACHER_R3, TEACHER_VIEWS, TEACHER_TILE = False, [1], 512
+MIN_STEP_SHARE, MIN_STEPS = 0.1, 20     # the least a stage must train: this share of its total_iter, at least this
+# On CUDA (packaged option files only): the networks the budget can train there.
+CUDA_NETWORKS = {"teacher": {"type": "NAFNetBase", "preset": "published"},
+                 "coarse": {"type": "NAFNet", "preset": "amcfd_student"},
+                 "fine": {"type": "NAFNet", "preset": "amcfd_student"}}
+CUDA_BATCH = 8
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amcfd-denoise", description=__doc__.split("\n")[0])
-    p.add_argument("photos", help="folder of noisy photos (or one photo)")
+    p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
     p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
     p.add_argument("--budget-minutes", type=float, default=30.0, help="training time of all stages (default 30)")
     p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours or an imported one)")
@@ -45,56 +61,173 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", choices=KEEP, default="all",
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
                         "or nothing but the outputs")
-    p.add_argument("--work", help="folder of the stage experiments (default experiments/denoise_<photos' name>)")
+    p.add_argument("--work", help="folder of the stage experiments (default experiments/denoise_<photos' name>_"
+                                  "<hash of their path>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
-    p.add_argument("--options", default=str(REPO_OPTIONS),
-                   help="folder holding train/photos.yml, train/distill_coarse_cpu.yml, train/distill_fine_cpu.yml")
+    p.add_argument("--options", help="folder holding train/photos.yml, train/distill_coarse_cpu.yml and "
+                                     "train/distill_fine_cpu.yml (default: the packaged option files)")
     return p
 
 
-def stage_options(stage: str, args, work: Path, previous: Path | None) -> dict:
-    """The option dict of one training stage, from the repository's option files."""
-    from amcfd.data.folders import training_set_on
-    from amcfd.engine.checkpoint import load_checkpoint
-    from amcfd.options import load_options
+def default_work(source: Path) -> Path:
+    """experiments/denoise_<name>_<8 hex of the resolved path>: folders that share a name never collide."""
+    resolved = source.resolve()
+    return Path("experiments") / f"denoise_{resolved.name}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
 
-    files = {"teacher": "photos.yml", "coarse": "distill_coarse_cpu.yml", "fine": "distill_fine_cpu.yml"}
-    opt = load_options(Path(args.options) / "train" / files[stage])
-    opt["name"], opt["device"] = stage, args.device
-    opt.setdefault("path", {})["experiments_root"] = str(work)
-    opt["datasets"] = {"train": training_set_on({"type": "NoisyFolder", "root": str(args.photos)},
-                                                opt["datasets"]["train"])}
+
+def stage_recipe(stage: str, args, device_type: str) -> dict:
+    """The options of one stage that its result depends on: the option file, the device rule, the budget."""
+    from amcfd import options
+    from amcfd.data.folders import training_set_on
+
+    opt = options.load_options(Path(args.options or options.CONFIG_DIR) / "train" / FILES[stage])
+    train_set = training_set_on({"type": "NoisyFolder", "root": None}, opt["datasets"]["train"])
+    if device_type == "cuda" and not args.options:
+        opt["network"] = dict(CUDA_NETWORKS[stage])
+        train_set["batch_size"] = CUDA_BATCH
+    opt["datasets"] = {"train": train_set}
     opt["val"] = {**opt.get("val", {}), "val_freq": 0}
-    opt["train"]["max_minutes"] = args.budget_minutes * SHARE[stage]
+    opt["train"] = {**opt["train"], "max_minutes": args.budget_minutes * SHARE[stage], "fill_budget": True}
     opt["logger"] = {**opt.get("logger", {}), "use_tb_logger": False}
-    if stage == "coarse":     # the teacher with its own (auto) PD stride and recharge, one rotated view
+    opt.pop("name", None)
+    opt.get("path", {}).pop("pretrain_network", None)
+    if stage == "coarse":                 # the teacher's checkpoint and method come from the teacher stage
+        teacher = {k: v for k, v in opt["method"]["teacher"].items() if k not in ("checkpoint", "method")}
+        opt["method"] = {**opt["method"], "teacher": {**teacher, "tile": TEACHER_TILE}, "aug_modes": TEACHER_VIEWS}
+    return opt
+
+
+def stage_options(stage: str, recipe: dict, args, work: Path, folder: Path, previous: Path | None) -> dict:
+    """The recipe made runnable: name, folders, the photos, the device and the checkpoint it starts from."""
+    import copy
+
+    from amcfd.engine.checkpoint import load_checkpoint
+
+    opt = copy.deepcopy(recipe)
+    opt["name"], opt["device"] = folder.name, args.device
+    opt.setdefault("path", {})["experiments_root"] = str(work)
+    opt["datasets"]["train"]["root"] = str(args.photos)
+    if stage == "coarse":
         teacher_method = load_checkpoint(previous)["opt"]["method"]
         opt["method"]["teacher"].update(checkpoint=str(previous), cache_dir=str(work / "teacher_targets"),
                                         method={"pd_test": teacher_method["pd_test"], "r3": TEACHER_R3})
-        opt["method"]["aug_modes"] = TEACHER_VIEWS
     if stage == "fine":
         opt["path"]["pretrain_network"] = str(previous)
     return opt
 
 
-def train_stage(stage: str, args, work: Path, previous: Path | None, summary: dict) -> Path:
-    """Run (or resume, or skip) one stage; returns its final checkpoint."""
+def plan_stages(args, source: Path, photos: list[Path], work: Path, device_type: str) -> list[dict]:
+    """Per stage: its record (identity), folder, recipe, and whether a finished run of it exists."""
     from amcfd.engine.checkpoint import finished_run
+    from amcfd.engine.runs import files_digest, stage_folder, stage_record
+
+    images = files_digest(photos, source)
+    plan, previous = [], None
+    for stage in STAGES:
+        recipe = stage_recipe(stage, args, device_type)
+        record = stage_record(stage, images, recipe, previous)
+        folder = stage_folder(work, record)
+        plan.append({"stage": stage, "record": record, "folder": folder, "recipe": recipe,
+                     "done": finished_run(folder)})
+        previous = record["identity"]
+    return plan
+
+
+def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float, str]:
+    """(the smallest --budget-minutes with which every stage still to train reaches its minimum steps, which
+    stage limits it). Estimates: engine/budget.py; the coarse stage adds its teacher targets."""
+    from amcfd.engine.budget import inference_seconds_per_pixel, step_seconds
+
+    need, why = 0.0, ""
+    teacher_recipe = plan[0]["recipe"]
+    for entry in plan:
+        recipe = entry["recipe"]
+        steps = max(MIN_STEPS, int(MIN_STEP_SHARE * load_total_iter(recipe)))
+        seconds = steps * step_seconds(recipe, device)
+        extra = ""
+        if entry["stage"] == "coarse":
+            teacher = {**teacher_recipe, "method": {**teacher_recipe["method"], "r3": TEACHER_R3}}
+            target_seconds = (1 + len(TEACHER_VIEWS)) * pixels(photos) * inference_seconds_per_pixel(teacher, device)
+            seconds += target_seconds
+            extra = f" and {target_seconds / 60:.1f} min of teacher targets"
+        minutes = seconds / 60 / SHARE[entry["stage"]]
+        if minutes > need:
+            need, why = minutes, f"the {entry['stage']} stage needs {steps} steps{extra}"
+    return need, why
+
+
+def load_total_iter(recipe: dict) -> int:
+    return int(recipe["train"].get("total_iter", 1000))
+
+
+def pixels(photos: list[Path]) -> int:
+    """Pixels of the photos, from their headers (unreadable ones count as 0)."""
+    from PIL import Image
+
+    total = 0
+    for path in photos:
+        with contextlib.suppress(Exception), Image.open(path) as image:
+            total += image.size[0] * image.size[1]
+    return total
+
+
+@contextlib.contextmanager
+def stage_guard(stage: str, log_file: Path):
+    """An unexpected exception in a stage becomes one line naming the stage and the log file that holds its
+    traceback (TrainingError: exit code 1). Option, input, disk and training errors pass as they are."""
+    from amcfd.cli import DISK_ERRORS
+    from amcfd.engine.trainer import TrainingError
+
+    try:
+        yield
+    except (ConfigError, FileNotFoundError, TrainingError, KeyboardInterrupt):
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_ERRORS:
+            raise
+        _record_failure(stage, log_file, exc)
+    except Exception as exc:
+        _record_failure(stage, log_file, exc)
+
+
+def _record_failure(stage: str, log_file: Path, exc: Exception):
+    from amcfd.engine.trainer import TrainingError
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as f:
+        f.write(f"\n{time.strftime('%Y-%m-%d %H:%M:%S')} amcfd-denoise: stage '{stage}' failed\n")
+        f.write(traceback.format_exc())
+    first = (str(exc).strip().splitlines() or [""])[0]
+    raise TrainingError(f"stage '{stage}' failed: {type(exc).__name__}: {first} (traceback in {log_file})") from None
+
+
+def train_stage(entry: dict, args, work: Path, previous: Path | None, summary: dict) -> Path:
+    """Run (or resume, or reuse) one stage; returns its final checkpoint."""
+    from amcfd.engine.checkpoint import finished_run
+    from amcfd.engine.runs import latest_other_record, what_differs, write_record
     from amcfd.engine.trainer import Trainer
     from amcfd.options import validate
 
-    folder = work / stage
+    stage, folder, record = entry["stage"], entry["folder"], entry["record"]
     done = finished_run(folder)
     if done is not None:
-        print(f"[{stage}] finished before: {done}", file=sys.stderr)
-        summary[stage] = {"steps": int(done.stem.split("_")[1]), "minutes": None, "note": "kept"}
+        print(f"[{stage}] the same work finished before: {done}", file=sys.stderr)
+        summary[stage] = {"steps": int(done.stem.split("_")[1]), "minutes": None, "folder": str(folder)}
         return done
-    print(f"[{stage}] training ({args.budget_minutes * SHARE[stage]:.1f} min budget)", file=sys.stderr)
+    if not folder.is_dir():
+        other = latest_other_record(work, record)
+        if other is not None:
+            print(f"[{stage}] not the same work as {other[0]} ({what_differs(other[1], record)}): training anew "
+                  f"in {folder}", file=sys.stderr)
+    write_record(folder, record)
+    print(f"[{stage}] training for {args.budget_minutes * SHARE[stage]:.1f} min in {folder}", file=sys.stderr)
     start = time.perf_counter()
-    trainer = Trainer(validate(stage_options(stage, args, work, previous), "train"),
-                      auto_resume=(folder / "models").is_dir())
-    trainer.train()
-    summary[stage] = {"steps": trainer.iteration, "minutes": (time.perf_counter() - start) / 60}
+    with stage_guard(stage, folder / "train.log"):
+        opt = validate(stage_options(stage, entry["recipe"], args, work, folder, previous), "train")
+        trainer = Trainer(opt, auto_resume=True)
+        trainer.train()
+    summary[stage] = {"steps": trainer.iteration, "minutes": (time.perf_counter() - start) / 60,
+                      "folder": str(folder)}
     return finished_run(folder)
 
 
@@ -128,41 +261,69 @@ def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict
     return {"images": count, **{k: v / count for k, v in sums.items()}}
 
 
-def run(argv=None) -> dict:
-    from amcfd.cli import check_output_folder, denoise_files, photo_files
-    from amcfd.options import validate
+def check_arguments(args) -> tuple[Path, Path]:
+    """One-line errors before anything is written."""
+    from amcfd.cli import check_output_folder
 
-    args = _parser().parse_args(argv)
     source, out_dir = Path(args.photos), Path(args.output)
-    if args.budget_minutes <= 0:                      # one-line errors before anything is written
+    if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     if args.pretrained and not Path(args.pretrained).is_file():
         raise ConfigError(f"--pretrained: file does not exist: {args.pretrained}")
     if args.clean and not Path(args.clean).is_dir():
         raise ConfigError(f"--clean: folder does not exist: {args.clean}")
+    if args.options and not Path(args.options).is_dir():
+        raise ConfigError(f"--options: folder does not exist: {args.options}")
     if source.is_file() and not args.pretrained:
         raise ConfigError(f"{source} is one photo: training needs a folder of them (or give --pretrained)")
     check_output_folder(source, out_dir)
-    photos = photo_files(source)
-    work = Path(args.work or Path("experiments") / f"denoise_{source.resolve().name}")
-    summary: dict = {}
-    model = Path(args.pretrained) if args.pretrained else None
-    if model is None:
+    return source, out_dir
+
+
+def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict) -> Path:
+    """The three stages, from the last one already done; a too-small budget is refused before any runs."""
+    from amcfd.engine.inference import select_device
+    from amcfd.engine.runs import WorkLock
+
+    device = select_device(args.device)
+    plan = plan_stages(args, source, photos, work, device.type)
+    first = max((i + 1 for i, e in enumerate(plan) if e["done"] is not None), default=0)
+    if first < len(plan):
+        need, why = minimum_budget(plan[first:], photos, device)
+        if args.budget_minutes < need:
+            raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for these {len(photos)} photos "
+                              f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.1f} or more (estimated)")
+    with WorkLock(work):
         previous = None
-        for stage in STAGES:
-            previous = train_stage(stage, args, work, previous, summary)
-        model = previous
+        for i, entry in enumerate(plan):
+            if i >= first or entry["done"] is not None:      # stages before a finished one may be gone (--keep)
+                previous = train_stage(entry, args, work, previous, summary)
+        if args.keep != "all":
+            gone = [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
+            for folder in gone + [work / "teacher_targets"]:
+                shutil.rmtree(folder, ignore_errors=True)
+    return previous
+
+
+def run(argv=None) -> dict:
+    from amcfd.cli import denoise_files, photo_files
+    from amcfd.options import validate
+
+    args = _parser().parse_args(argv)
+    source, out_dir = check_arguments(args)
+    photos = photo_files(source)
+    work = Path(args.work) if args.work else default_work(source)
+    summary: dict = {}
+    model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary)
     start = time.perf_counter()
-    opt = validate({"name": "denoise", "device": args.device, "path": {"pretrain_network": str(model)},
-                    **({} if args.pretrained else {"method": {"type": "SinglePass"}}),
-                    "test": {"tile": 512, "tile_overlap": 32}}, "test")
-    written = denoise_files(opt, photos, source, out_dir)
+    with stage_guard("denoise", (work if not args.pretrained else out_dir) / "denoise.log"):
+        opt = validate({"name": "denoise", "device": args.device, "path": {"pretrain_network": str(model)},
+                        **({} if args.pretrained else {"method": {"type": "SinglePass"}}),
+                        "test": {"tile": 512, "tile_overlap": 32}}, "test")
+        written = denoise_files(opt, photos, source, out_dir)
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}
     if args.clean:
         summary["scores"] = scores(out_dir, photos, source, Path(args.clean))
-    if args.keep != "all" and not args.pretrained:
-        for stage in ("teacher", "coarse", "teacher_targets") + (("fine",) if args.keep == "outputs" else ()):
-            shutil.rmtree(work / stage, ignore_errors=True)
     print(format_summary(summary, model, out_dir))
     return summary
 

@@ -54,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "amp": False,            # false | bf16 | fp16: autocast on CUDA (ignored with a warning on CPU)
         "max_minutes": 0.0,      # wall-clock budget from the start of the run; 0 = none. After a few steps the
                                  # run measures its speed and, if total_iter would not fit, shortens it (the
-                                 # schedule then ends in time); never lengthens it
+                                 # schedule then ends in time); never lengthens it, unless fill_budget
+        "fill_budget": False,    # with max_minutes: total_iter becomes the steps that fit, raised as well as lowered
     },
     "val": {
         "val_freq": 1000,        # validate every N iterations (and at the end); 0 = only at the end

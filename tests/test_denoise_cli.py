@@ -1,8 +1,13 @@
-"""amcfd-denoise: photos -> teacher -> coarse -> fine student -> denoised photos, resumable, with a summary."""
+"""amcfd-denoise: photos -> teacher -> coarse -> fine student -> denoised photos; a stage is reused only when it
+is the same work; the budget is the budget; faults end in one line and are resumable."""
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +15,24 @@ import pytest
 import yaml
 
 from amcfd.data.imageio import read_image_raw, write_image
+from amcfd.denoise import default_work
+from amcfd.engine.checkpoint import finished_run, load_checkpoint
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"network": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3},
-        "logger": {"print_freq": 2, "save_checkpoint_freq": 4, "progress_bar": False}}
+        "logger": {"print_freq": 10, "save_checkpoint_freq": 10, "progress_bar": False}}
+BUDGET = "0.06"      # minutes for all three stages: each trains at least its 20 probe steps
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}     # tiny networks: one thread is fastest, and steady on a busy machine
 
 
-def _tiny_options(folder: Path) -> Path:
-    """The repository's stage option files with a tiny network, tiny crops and 4 steps each."""
+def tiny_options(folder: Path) -> Path:
+    """The packaged stage option files with a tiny network and tiny crops."""
     (folder / "train").mkdir(parents=True)
     for name in ("photos.yml", "distill_coarse_cpu.yml", "distill_fine_cpu.yml"):
-        tiny = {"base": str(REPO / "options/train" / name), **TINY, "train": {"total_iter": 4, "warmup_iter": 0},
+        tiny = {"base": str(REPO / "options/train" / name), **TINY,
+                "train": {"total_iter": 4, "warmup_iter": 0},
                 "datasets": {"train": {"crop_size": 32, "repeat": 2, "batch_size": 2}}}
         if name == "photos.yml":
             tiny["method"] = {"pd_train": 2}           # 'auto' for the rest
@@ -28,52 +40,147 @@ def _tiny_options(folder: Path) -> Path:
     return folder
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "amcfd.denoise", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+def write_photos(folder: Path, seed: int, sizes=((48, 56),) * 3) -> None:
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        y, x = np.mgrid[0:h, 0:w] / h
+        clean = np.clip(np.stack([0.2 + 0.5 * x, 0.4 + 0.3 * y, 0.3 + 0.1 * i + 0 * x], -1), 0, 1)
+        write_image(folder.parent / "clean" / f"p{i}.png", clean)
+        write_image(folder / f"p{i}.png", np.clip(clean + 0.05 * rng.standard_normal(clean.shape), 0, 1))
+
+
+def run(*args: str, cwd: Path, budget: str = BUDGET) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "amcfd.denoise", *args, "--budget-minutes", budget,
+                           "--device", "cpu"], capture_output=True, text=True, cwd=cwd, timeout=600, env=ENV)
+
+
+def tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def stage_folders(work: Path, stage: str) -> list[Path]:
+    return sorted(work.glob(f"{stage}-*"))
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("denoise")
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:48, 0:56] / 48
-    for i in range(3):
-        clean = np.clip(np.stack([0.2 + 0.5 * x, 0.4 + 0.3 * y, 0.3 + 0.1 * i + 0 * x], -1), 0, 1)
-        write_image(work / "clean" / f"p{i}.png", clean)
-        write_image(work / "noisy" / f"p{i}.png", np.clip(clean + 0.05 * rng.standard_normal(clean.shape), 0, 1))
+    write_photos(work / "noisy", seed=0)
     (work / "noisy" / "notes.txt").write_text("not a photo")
-    _tiny_options(work / "opts")
+    tiny_options(work / "opts")
     return work
 
 
-def test_whole_pipeline_then_rerun_skips_finished_stages(photos):
-    args = ("noisy", "--output", "out", "--options", "opts", "--clean", "clean", "--work", "runs", "--device", "cpu")
-    first = run(*args, cwd=photos)
-    assert first.returncode == 0, first.stderr[-3000:]
+@pytest.fixture(scope="module")
+def trained(photos) -> tuple[Path, subprocess.CompletedProcess]:
+    """One whole run of the command: its work folder and result."""
+    result = run("noisy", "--output", "out", "--options", "opts", "--clean", "clean", "--work", "runs", cwd=photos)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return photos / "runs", result
+
+
+def test_whole_pipeline(photos, trained):
+    work, first = trained
     for stage in ("teacher", "coarse", "fine"):
-        assert (photos / "runs" / stage / "models" / "iter_00000004.pth").is_file()
-        assert f"| {stage} | 4 |" in first.stdout
+        (folder,) = stage_folders(work, stage)
+        assert (folder / "stage.json").is_file() and list((folder / "models").glob("iter_*.pth"))
+        assert f"| {stage} |" in first.stdout
     assert "Against the clean references (3 images)" in first.stdout and "| output |" in first.stdout
     assert "notes.txt" in first.stderr                                      # skipped with a warning
-    teacher_opts = yaml.safe_load((photos / "runs/teacher/options.yml").read_text())
+    teacher_opts = yaml.safe_load((stage_folders(work, "teacher")[0] / "options.yml").read_text())
     assert teacher_opts["method"]["pd_test"] in (1, 2)                      # 'auto' resolved from the photos
+    final = load_checkpoint(finished_run(stage_folders(work, "teacher")[0]))
+    assert final["iteration"] == final["opt"]["train"]["total_iter"] >= 20  # filled to the budget, not 4
     for i in range(3):                                                      # same size, bit depth, upright
         raw, info = read_image_raw(photos / "out" / f"p{i}.png")
         assert raw.shape == (48, 56, 3) and raw.dtype == np.uint8 and info.get("orientation", 1) == 1
-    second = run(*args, "--keep", "student", cwd=photos)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stderr.count("finished before") == 3 and "| teacher | 4 | kept |" in second.stdout
-    assert not (photos / "runs/teacher").exists() and (photos / "runs/fine").is_dir()
 
 
-def test_pretrained_model_skips_training(photos):
-    if not (photos / "runs/fine/models/iter_00000004.pth").is_file():
-        pytest.skip("needs the pipeline test's student")
-    result = run("noisy/p0.png", "--output", "out_pre", "--pretrained", "runs/fine/models/iter_00000004.pth",
-                 cwd=photos)
+def test_rerun_reuses_the_same_work_and_keep_student_then_trains_nothing(photos, trained):
+    work, _ = trained
+    args = ("noisy", "--output", "out2", "--options", "opts", "--work", "runs")
+    again = run(*args, cwd=photos)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("the same work finished before") == 3 and "training for" not in again.stderr
+    kept = run(*args, "--keep", "student", cwd=photos)
+    assert kept.returncode == 0 and kept.stderr.count("finished before") == 3
+    assert not stage_folders(work, "teacher") and not stage_folders(work, "coarse") and stage_folders(work, "fine")
+    after = run(*args, cwd=photos)                      # the student's folder alone is enough: nothing trains
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "training for" not in after.stderr and "| fine |" in after.stdout and "| teacher |" not in after.stdout
+
+
+def test_changed_option_retrains_in_a_new_folder_and_says_why(photos, trained):
+    work, _ = trained
+    before = {stage: stage_folders(work, stage) for stage in ("fine",)}
+    result = run("noisy", "--output", "out3", "--options", "opts", "--work", "runs", cwd=photos, budget="0.07")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (photos / "out_pre/p0.png").is_file() and "| teacher |" not in result.stdout
+    line = next(x for x in result.stderr.splitlines() if "not the same work" in x)
+    assert "train.max_minutes" in line and "training anew in" in line
+    assert set(before["fine"]) < set(stage_folders(work, "fine"))            # the old run is still there
+
+
+def test_same_folder_name_different_photos_get_different_models(tmp_path):
+    for name, seed in (("set_a", 1), ("set_b", 2)):
+        write_photos(tmp_path / name / "noisy", seed=seed)
+    tiny_options(tmp_path / "opts")
+    a = run("set_a/noisy", "--output", "out_a", "--options", "opts", cwd=tmp_path)
+    b = run("set_b/noisy", "--output", "out_b", "--options", "opts", cwd=tmp_path)
+    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    assert "finished before" not in b.stderr and b.stderr.count("training for") == 3
+    works = sorted((tmp_path / "experiments").iterdir())
+    assert len(works) == 2 and all(w.name.startswith("denoise_noisy_") for w in works)
+    # set_a's work folder given for set_b's photos: a new folder per stage, one line saying what differed
+    work_a = tmp_path / default_work(tmp_path / "set_a/noisy")
+    c = run("set_b/noisy", "--output", "out_c", "--options", "opts", "--work", str(work_a), cwd=tmp_path)
+    assert c.returncode == 0, c.stderr[-3000:]
+    assert "images: 3 changed" in c.stderr and "finished before" not in c.stderr
+    assert all(len(stage_folders(work_a, s)) == 2 for s in ("teacher", "coarse", "fine"))
+
+
+def test_small_images_and_sub_folders(tmp_path):
+    write_photos(tmp_path / "noisy" / "trip", seed=3, sizes=((48, 56), (20, 26)))   # 20x26 < the 32 px crop
+    write_photos(tmp_path / "noisy", seed=4, sizes=((40, 44),))
+    tiny_options(tmp_path / "opts")
+    result = run("noisy", "--output", "out", "--options", "opts", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert read_image_raw(tmp_path / "out/trip/p1.png")[0].shape == (20, 26, 3)
+    assert read_image_raw(tmp_path / "out/p0.png")[0].shape == (40, 44, 3)
+
+
+def test_kill_then_rerun_resumes_and_finishes(tmp_path):
+    write_photos(tmp_path / "noisy", seed=5)
+    tiny_options(tmp_path / "opts")
+    photos_before = tree_digest(tmp_path / "noisy")
+    args = [sys.executable, "-m", "amcfd.denoise", "noisy", "--output", "out", "--options", "opts", "--work", "runs",
+            "--budget-minutes", "0.4", "--device", "cpu"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").glob("teacher-*/models/iter_*.pth")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out").exists()
+    result = run("noisy", "--output", "out", "--options", "opts", "--work", "runs", cwd=tmp_path, budget="0.4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (teacher,) = stage_folders(tmp_path / "runs", "teacher")
+    assert "resumed from" in (teacher / "train.log").read_text()
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert tree_digest(tmp_path / "noisy") == photos_before
+
+
+def test_second_run_on_the_same_work_folder_is_refused(photos, trained):
+    from amcfd.engine.runs import WorkLock
+
+    work, _ = trained
+    with WorkLock(work):
+        result = run("noisy", "--output", "out4", "--options", "opts", "--work", "runs", "--budget-minutes", "0.07",
+                     cwd=photos)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "another run" in last and "--work" in last
+    assert not (photos / "out4").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -82,10 +189,23 @@ def test_pretrained_model_skips_training(photos):
     (("noisy/p0.png", "--output", "o"), "training needs a folder"),
     (("noisy", "--output", "o", "--budget-minutes", "0"), "--budget-minutes must be > 0"),
     (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: file does not exist"),
+    (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for these 3"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):
-    result = run(*args, cwd=photos)
+    before = set(photos.iterdir())
+    result = subprocess.run([sys.executable, "-m", "amcfd.denoise", *args], capture_output=True, text=True,
+                            cwd=photos, timeout=600, env=ENV)
     last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2 and last.startswith("error: ") and message in last
+    assert result.returncode == 2 and last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert result.stderr.count("error") == 1 and "Traceback" not in result.stderr
-    assert not (photos / "o").exists() and not (photos / "noisy/out").exists()
+    assert set(photos.iterdir()) == before                  # no work folder, no output
+
+
+def test_pretrained_model_skips_training(photos, trained):
+    work, _ = trained
+    student = finished_run(stage_folders(work, "fine")[0])
+    result = subprocess.run([sys.executable, "-m", "amcfd.denoise", "noisy/p0.png", "--output", "out_pre",
+                             "--pretrained", str(student)], capture_output=True, text=True, cwd=photos, timeout=600,
+                            env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (photos / "out_pre/p0.png").is_file() and "| teacher |" not in result.stdout

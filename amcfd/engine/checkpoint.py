@@ -8,6 +8,7 @@ that need full unpickling go through ``scripts/import_checkpoint.py --unsafe-loa
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
 import random
@@ -21,6 +22,7 @@ from amcfd.registry import ConfigError
 
 FORMAT = "amcfd-checkpoint-v1"
 ITER_NAME = re.compile(r"^iter_(\d+)\.pth$")
+log = logging.getLogger("amcfd")
 
 
 def weights_only_types(obj):
@@ -47,11 +49,13 @@ def weights_only_types(obj):
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save (in weights-only types) to a temporary file in the same folder, then rename over ``path``."""
+    """torch.save (in weights-only types) to a temporary file in the same folder, then rename over ``path``.
+    Written through a Python file, so a full disk is an OSError (ENOSPC) and the files before stay intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(weights_only_types(obj), tmp)
+        with open(tmp, "wb") as f:
+            torch.save(weights_only_types(obj), f)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -95,6 +99,17 @@ def iteration_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(folder: Path) -> Path | None:
     ckpts = iteration_checkpoints(folder)
     return ckpts[-1][1] if ckpts else None
+
+
+def latest_readable_checkpoint(folder: Path) -> tuple[Path, dict] | tuple[None, None]:
+    """(path, contents) of the newest iteration checkpoint that loads; each newer one that does not (truncated,
+    corrupt) is named in one warning and passed over. (None, None) when there is none."""
+    for _, path in reversed(iteration_checkpoints(folder)):
+        try:
+            return path, load_checkpoint(path)
+        except ConfigError as exc:
+            log.warning("passing over an unreadable checkpoint, using the one before: %s", exc)
+    return None, None
 
 
 def prune_checkpoints(folder: Path, keep_last: int) -> None:
@@ -160,8 +175,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def finished_run(experiment: Path) -> Path | None:
     """The final checkpoint of a finished training run (its iteration is the run's total_iter, which
     ``train.max_minutes`` may have lowered), else None."""
-    last = latest_checkpoint(Path(experiment) / "models")
+    last, ckpt = latest_readable_checkpoint(Path(experiment) / "models")
     if last is None:
         return None
-    ckpt = load_checkpoint(last)
     return last if ckpt["iteration"] >= ckpt["opt"]["train"]["total_iter"] else None

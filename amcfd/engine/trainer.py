@@ -22,6 +22,7 @@ from amcfd.engine.checkpoint import (
     FORMAT,
     atomic_save,
     latest_checkpoint,
+    latest_readable_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
@@ -50,6 +51,7 @@ class TrainingError(RuntimeError):
 
 
 BUDGET_PROBE_STEPS = 20   # train.max_minutes: steps timed before total_iter is fitted to the budget
+LOW_BUDGET_SHARE = 0.1    # a budget that fits less than this share of total_iter is warned about
 
 
 class LossRiseWatch:
@@ -157,6 +159,9 @@ class Trainer:
             log.info(auto_summary(self.auto_choices))
 
         t = opt["train"]
+        if t["warmup_iter"] >= t["total_iter"] and not t["max_minutes"]:
+            log.warning("train.warmup_iter %d >= train.total_iter %d: the learning rate never leaves warm-up",
+                        t["warmup_iter"], t["total_iter"])
         if opt["path"]["pretrain_network"]:
             which = load_network_weights(self.net, load_checkpoint(opt["path"]["pretrain_network"]),
                                          strict=opt["path"]["strict_load"], use_ema=False,
@@ -184,6 +189,8 @@ class Trainer:
             self._resume(resume_from)  # restores every rank's RNG states
         else:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
+        if t["max_minutes"] and t["fill_budget"]:       # run until the budget probe, which sets total_iter
+            t["total_iter"] = max(t["total_iter"], self.iteration + BUDGET_PROBE_STEPS)
 
         self.train_set = self._with_teacher_targets(self.train_set)
 
@@ -198,16 +205,11 @@ class Trainer:
 
     def _prepare_folder(self, auto_resume: bool) -> Path | None:
         """Resume from the latest checkpoint (--auto_resume) or archive an existing folder."""
-        resume = None
-        if dist.is_main() and self.exp_dir.exists():
-            if auto_resume:
-                resume = latest_checkpoint(self.ckpt_dir)
-            else:
-                archived = archive_folder(self.exp_dir)
-                print(f"experiment folder existed: archived to {archived}")
+        if dist.is_main() and self.exp_dir.exists() and not auto_resume:
+            archived = archive_folder(self.exp_dir)
+            print(f"experiment folder existed: archived to {archived}")
         dist.barrier()
-        if auto_resume:
-            resume = latest_checkpoint(self.ckpt_dir)
+        resume = latest_readable_checkpoint(self.ckpt_dir)[0] if auto_resume else None
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         return resume
 
@@ -264,7 +266,8 @@ class Trainer:
 
     def _fit_budget(self, first: int, first_time: float) -> int:
         """train.max_minutes: from the speed of the steps since ``first``, the last iteration that ends within
-        the budget; total_iter is lowered to it (the schedule follows), never raised. Same value on all ranks."""
+        the budget; total_iter is lowered to it (the schedule follows), or also raised with ``fill_budget``.
+        Warm-up is kept within the first tenth of a changed schedule. Same value on all ranks."""
         t = self.opt["train"]
         per_step = (time.perf_counter() - first_time) / (self.iteration - first)
         left = t["max_minutes"] * 60 - (time.perf_counter() - self.started)
@@ -273,11 +276,19 @@ class Trainer:
             fit = fit.to(self.device)
             torch.distributed.all_reduce(fit, op=torch.distributed.ReduceOp.MIN)
         fit = int(fit.item())
-        if fit < t["total_iter"]:
+        nominal = t["total_iter"]
+        if fit < nominal or (t["fill_budget"] and fit != nominal):
             log.info("train.max_minutes %g: %.3f s per step, total_iter %d -> %d", t["max_minutes"], per_step,
-                     t["total_iter"], fit)
+                     nominal, fit)
             t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
+            if t["warmup_iter"] > fit // 10:
+                log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", t["warmup_iter"], fit // 10)
+                t["warmup_iter"] = fit // 10
             self.logger.set_total(fit)
+        if fit < LOW_BUDGET_SHARE * nominal:
+            log.warning("train.max_minutes %g fits only %d of the %d steps of option 'train.total_iter' "
+                        "(%.3f s per step): expect a poorly trained model; raise the budget", t["max_minutes"], fit,
+                        nominal, per_step)
         return t["total_iter"]
 
     # ------------------------------------------------------------------ validation

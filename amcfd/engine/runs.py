@@ -1,0 +1,118 @@
+"""Reusable runs: what a training stage is (its identity) and one command at a time in a work folder.
+
+A stage's identity is the digest of everything its result depends on: the training images (relative path,
+size and content hash of each file), the stage's resolved options (the budget included) and the identity
+of the stage it starts from. A stage folder is named after its identity, so the same work is found again
+and any difference trains anew in a folder of its own (``what_differs`` says why, in one line).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from amcfd.engine.teacher import file_sha256
+from amcfd.registry import ConfigError
+
+RECORD = "stage.json"
+
+
+def digest(obj) -> str:
+    """sha256 of a JSON-able object (keys sorted), hex."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def files_digest(files: list[Path], root: Path) -> dict[str, list]:
+    """{relative path: [size, sha256]} of ``files`` (below ``root``, a folder or one of the files)."""
+    base = root if root.is_dir() else root.parent
+    return {str(p.relative_to(base).as_posix()): [p.stat().st_size, file_sha256(p)] for p in files}
+
+
+def stage_record(stage: str, images: dict, options: dict, previous: str | None) -> dict:
+    """What a stage depends on, with its identity (the digest of the rest)."""
+    record = {"stage": stage, "images": images, "options": options, "from": previous}
+    return {**record, "identity": digest(record)}
+
+
+def stage_folder(work: Path, record: dict) -> Path:
+    return work / f"{record['stage']}-{record['identity'][:10]}"
+
+
+def write_record(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out = {}
+    for key, value in d.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def what_differs(old: dict, new: dict, shown: int = 3) -> str:
+    """One phrase naming how two stage records differ: images, options (the first few keys), the stage before."""
+    parts = []
+    a, b = old.get("images", {}), new.get("images", {})
+    changed = sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
+    added, removed = len(b.keys() - a.keys()), len(a.keys() - b.keys())
+    if changed or added or removed:
+        counts = [f"{n} {what}" for n, what in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
+        parts.append("images: " + ", ".join(counts))
+    fa, fb = _flatten(old.get("options", {})), _flatten(new.get("options", {}))
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    if keys:
+        listed = "; ".join(f"{k} {fa.get(k, '(unset)')!r} -> {fb.get(k, '(unset)')!r}" for k in keys[:shown])
+        parts.append(f"options: {listed}" + (f" and {len(keys) - shown} more" if len(keys) > shown else ""))
+    if old.get("from") != new.get("from") and not parts:
+        parts.append("the stage it starts from differs")
+    return "; ".join(parts) or "nothing recorded differs"
+
+
+def latest_other_record(work: Path, record: dict) -> tuple[Path, dict] | None:
+    """The most recently written record of the same stage under ``work`` with another identity."""
+    found = []
+    for path in work.glob(f"{record['stage']}-*/{RECORD}"):
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if other.get("identity") != record["identity"]:
+            found.append((path.stat().st_mtime, path.parent, other))
+    return max(found, key=lambda f: f[0])[1:] if found else None
+
+
+class WorkLock:
+    """An exclusive lock on a work folder (``fcntl.flock`` on ``.lock``): the kernel drops it when the process
+    ends, so a crashed run never leaves it stuck. A second holder is refused with a one-line ConfigError."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> WorkLock:
+        try:
+            import fcntl
+        except ImportError:                       # pragma: no cover - not POSIX: no locking
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"another run (pid {holder}) is using the work folder {self.path.parent}: wait for "
+                              "it to finish, or give another --work") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)                    # closing releases the lock
+            self._fd = None
