@@ -201,8 +201,9 @@ def _record_failure(stage: str, log_file: Path, exc: Exception):
     raise TrainingError(f"stage '{stage}' failed: {type(exc).__name__}: {first} (traceback in {log_file})") from None
 
 
-def train_stage(entry: dict, args, work: Path, previous: Path | None, summary: dict) -> Path:
-    """Run (or resume, or reuse) one stage; returns its final checkpoint."""
+def train_stage(entry: dict, args, work: Path, previous: Path | None, summary: dict, started: float) -> Path:
+    """Run (or resume, or reuse) one stage; returns its final checkpoint. ``started``: the command's start
+    (perf_counter), from which the summary counts the stage's first step."""
     from amcfd.engine.checkpoint import finished_run
     from amcfd.engine.runs import latest_other_record, what_differs, write_record
     from amcfd.engine.trainer import Trainer
@@ -227,7 +228,7 @@ def train_stage(entry: dict, args, work: Path, previous: Path | None, summary: d
         trainer = Trainer(opt, auto_resume=True)
         trainer.train()
     summary[stage] = {"steps": trainer.iteration, "minutes": (time.perf_counter() - start) / 60,
-                      "folder": str(folder)}
+                      "first_step_s": (trainer.first_step_done or time.perf_counter()) - started, "folder": str(folder)}
     return finished_run(folder)
 
 
@@ -280,7 +281,7 @@ def check_arguments(args) -> tuple[Path, Path]:
     return source, out_dir
 
 
-def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict) -> Path:
+def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict, started: float) -> Path:
     """The three stages, from the last one already done; a too-small budget is refused before any runs."""
     from amcfd.engine.inference import select_device
     from amcfd.engine.runs import WorkLock
@@ -297,7 +298,7 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict)
         previous = None
         for i, entry in enumerate(plan):
             if i >= first or entry["done"] is not None:      # stages before a finished one may be gone (--keep)
-                previous = train_stage(entry, args, work, previous, summary)
+                previous = train_stage(entry, args, work, previous, summary, started)
         if args.keep != "all":
             gone = [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
             for folder in gone + [work / "teacher_targets"]:
@@ -309,12 +310,13 @@ def run(argv=None) -> dict:
     from amcfd.cli import denoise_files, photo_files
     from amcfd.options import validate
 
+    started = time.perf_counter()
     args = _parser().parse_args(argv)
     source, out_dir = check_arguments(args)
     photos = photo_files(source)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary)
+    model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)
     start = time.perf_counter()
     with stage_guard("denoise", (work if not args.pretrained else out_dir) / "denoise.log"):
         opt = validate({"name": "denoise", "device": args.device, "path": {"pretrain_network": str(model)},
@@ -329,14 +331,15 @@ def run(argv=None) -> dict:
 
 
 def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
-    lines = ["", "| stage | steps | minutes |", "|---|---|---|"]
+    lines = ["", "| stage | steps | minutes | first step (s after the start) |", "|---|---|---|---|"]
     for stage in STAGES:
         if stage in summary:
             s = summary[stage]
             minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"
-            lines.append(f"| {stage} | {s['steps']} | {minutes} |")
+            first = f"{s['first_step_s']:.1f}" if s.get("first_step_s") is not None else ""
+            lines.append(f"| {stage} | {s['steps']} | {minutes} | {first} |")
     d = summary["denoise"]
-    lines.append(f"| denoise ({d['images']} images) | | {d['minutes']:.1f} |")
+    lines.append(f"| denoise ({d['images']} images) | | {d['minutes']:.1f} | |")
     if "scores" in summary:
         s = summary["scores"]
         lines += ["", f"Against the clean references ({s['images']} images):", "",

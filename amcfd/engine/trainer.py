@@ -182,6 +182,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
+        self.first_step_done = None            # perf_counter() when the first step of train() ended
         self._first_bad, self._bad_losses, self.timing = None, {}, {}   # _step / _check_finite; _log_timing
         self.loss_watch = LossRiseWatch() if self.method.loss_should_fall else None
         self._loss_sum, self._loss_steps = None, 0                        # the window LossRiseWatch is fed
@@ -420,6 +421,8 @@ class Trainer:
             window_wait += time.perf_counter() - fetch
             losses = self._step(batch)
             self.iteration += 1
+            if self.first_step_done is None:
+                self.first_step_done = time.perf_counter()
             window_steps += 1
             if t["max_minutes"] and self.iteration - first == BUDGET_PROBE_STEPS:
                 total = self._fit_budget(first, first_time)

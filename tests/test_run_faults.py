@@ -1,0 +1,161 @@
+"""Faults of training and of the one command: unreadable checkpoints, a full disk, unexpected errors, the lock,
+budgets (fill, warm-up, refusal) and stage identity."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_engine import tiny_options
+
+from amcfd.cli import main_test
+from amcfd.data import imageio
+from amcfd.data.imageio import write_image
+from amcfd.engine import checkpoint
+from amcfd.engine.checkpoint import finished_run, iteration_checkpoints, load_checkpoint
+from amcfd.engine.runs import WorkLock, stage_record, what_differs
+from amcfd.engine.trainer import Trainer
+from amcfd.registry import ConfigError
+
+
+def _full_disk_after(calls: int, real):
+    """A writer that works ``calls`` times, then writes a few bytes and fails as a full disk does."""
+    count = {"n": 0}
+
+    def write(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    return write
+
+
+def test_resume_passes_over_a_truncated_checkpoint(tmp_path, capsys):
+    trainer = Trainer(tiny_options(tmp_path, total_iter=4), auto_resume=False)
+    trainer.train()
+    (_, older), (_, newest) = iteration_checkpoints(trainer.ckpt_dir)[-2:]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = Trainer(tiny_options(tmp_path, total_iter=6), auto_resume=True)
+    assert resumed.iteration == load_checkpoint(older)["iteration"] == 3
+    bad = [line for line in capsys.readouterr().err.splitlines() if "unreadable checkpoint" in line]
+    assert len(bad) == 1 and newest.name in bad[0]
+    assert finished_run(trainer.exp_dir) is None                     # iteration 3 of 4: not finished
+
+
+def test_full_disk_while_checkpointing_keeps_the_earlier_ones(tmp_path, monkeypatch, capsys):
+    from amcfd.cli import main_train
+
+    first = Trainer(tiny_options(tmp_path, total_iter=2))
+    first.train()
+    saved = {p.name: p.read_bytes() for _, p in iteration_checkpoints(first.ckpt_dir)}
+    monkeypatch.setattr(checkpoint.torch, "save", _full_disk_after(0, torch.save))
+    options = tmp_path / "tiny.yml"
+    import yaml
+
+    opt = tiny_options(tmp_path)
+    options.write_text(yaml.safe_dump({**opt, "train": {**opt["train"], "total_iter": 4}}))
+    code = main_train(["-opt", str(options), "--auto_resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: ") and "No space left" in err[-1] and "Traceback" not in err
+    assert {p.name: p.read_bytes() for _, p in iteration_checkpoints(first.ckpt_dir)} == saved
+    assert not [p for p in first.ckpt_dir.iterdir() if p.name.startswith(".")]     # no temporary file left
+
+
+def test_full_disk_while_writing_outputs_keeps_the_earlier_ones(tmp_path, monkeypatch, capsys):
+    trainer = Trainer(tiny_options(tmp_path, total_iter=2))
+    trainer.train()
+    model = iteration_checkpoints(trainer.ckpt_dir)[-1][1]
+    for i in range(3):
+        write_image(tmp_path / "photos" / f"p{i}.png", np.random.default_rng(i).random((24, 28, 3)))
+    args = ["-opt", str(tmp_path / "test.yml"), "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "out")]
+    (tmp_path / "test.yml").write_text(f"name: t\npath: {{pretrain_network: {model}}}\n")
+    assert main_test(args) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    real = imageio.atomic_write
+    monkeypatch.setattr(imageio, "atomic_write",
+                        lambda path, write: real(path, _full_disk_after(0, write) if path.name == "p1.png" else write))
+    capsys.readouterr()
+    assert main_test(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left" in err[-1] and "Traceback" not in "\n".join(err)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before   # p0 rewritten same, p1 intact
+
+
+def test_unexpected_error_in_a_stage_is_one_line_naming_the_stage_and_its_log(tmp_path, monkeypatch, capsys):
+    from test_denoise_cli import tiny_options as stage_options
+    from test_denoise_cli import write_photos
+
+    from amcfd import denoise
+
+    write_photos(tmp_path / "noisy", seed=0)
+    stage_options(tmp_path / "opts")
+
+    def boom(self):
+        raise RuntimeError("boom in the loop")
+
+    monkeypatch.setattr(Trainer, "train", boom)
+    code = denoise.main([str(tmp_path / "noisy"), "--output", str(tmp_path / "out"), "--options",
+                         str(tmp_path / "opts"), "--work", str(tmp_path / "runs"), "--device", "cpu",
+                         "--budget-minutes", "0.05"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("error: stage 'teacher' failed: RuntimeError: boom in the loop")
+    log_file = Path(last.split("traceback in ")[1].rstrip(")"))
+    assert log_file.parent.name.startswith("teacher-") and "boom in the loop" in log_file.read_text()
+    assert "Traceback" in log_file.read_text() and not (tmp_path / "out").exists()
+
+
+def test_the_lock_refuses_a_second_holder_and_is_released(tmp_path):
+    with WorkLock(tmp_path):
+        with pytest.raises(ConfigError, match=r"another run \(pid \d+\) is using the work folder"):
+            with WorkLock(tmp_path):
+                pass
+    with WorkLock(tmp_path):                      # released on exit (and by the kernel when a process dies)
+        pass
+
+
+def test_fill_budget_raises_total_iter_and_fits_warm_up(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path, total_iter=5, warmup_iter=1000, max_minutes=0.03, fill_budget=True))
+    trainer.train()
+    t = trainer.opt["train"]
+    assert t["total_iter"] == trainer.iteration > 20                   # ran past its nominal 5 steps
+    assert t["warmup_iter"] <= t["total_iter"] // 10                   # warm-up inside the fitted schedule
+
+
+def test_without_fill_budget_the_budget_only_shortens(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path, total_iter=5, max_minutes=5.0))
+    trainer.train()
+    assert trainer.iteration == 5
+
+
+def test_identity_covers_images_options_and_the_stage_before():
+    images = {"a.png": [10, "x"], "b.png": [10, "y"]}
+    base = stage_record("teacher", images, {"train": {"max_minutes": 4.5}}, None)
+    assert stage_record("teacher", dict(images), {"train": {"max_minutes": 4.5}}, None)["identity"] == base["identity"]
+    other_images = stage_record("teacher", {**images, "b.png": [11, "z"], "c.png": [1, "w"]},
+                                {"train": {"max_minutes": 4.5}}, None)
+    other_options = stage_record("teacher", images, {"train": {"max_minutes": 9}}, None)
+    other_from = stage_record("teacher", images, {"train": {"max_minutes": 4.5}}, "abc")
+    assert len({r["identity"] for r in (base, other_images, other_options, other_from)}) == 4
+    assert what_differs(base, other_images) == "images: 1 changed, 1 added"
+    assert what_differs(base, other_options) == "options: train.max_minutes 4.5 -> 9"
+    assert what_differs(base, other_from) == "the stage it starts from differs"
+
+
+def test_cuda_rule_picks_the_published_networks_for_the_packaged_options_only(tmp_path):
+    from argparse import Namespace
+
+    from test_denoise_cli import tiny_options as stage_options
+
+    from amcfd.denoise import CUDA_NETWORKS, STAGES, stage_recipe
+
+    packaged = Namespace(options=None, budget_minutes=10.0)
+    for stage in STAGES:
+        cpu, cuda = stage_recipe(stage, packaged, "cpu"), stage_recipe(stage, packaged, "cuda")
+        assert cuda["network"] == CUDA_NETWORKS[stage] != cpu["network"]
+        assert cuda["train"]["fill_budget"] and cuda["train"]["max_minutes"] == cpu["train"]["max_minutes"]
+    given = Namespace(options=str(stage_options(tmp_path / "opts")), budget_minutes=10.0)
+    assert stage_recipe("teacher", given, "cuda")["network"]["type"] == "DnCNN"
