@@ -29,6 +29,7 @@ from amcfd.registry import (
 )
 
 REQUIRED = object()  # marker: the key has no default and must be given
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged option files (a checkout's options/)
 
 DEFAULTS: dict[str, Any] = {
     "name": REQUIRED,            # experiment name: experiments/<name>/, results/<name>/
@@ -109,6 +110,16 @@ CHOICES = {
 
 
 # ----------------------------------------------------------------------------- loading
+def find_option_file(path: str | os.PathLike) -> Path:
+    """``path``; when it is missing and reads options/..., the packaged copy: options/train/demo.yml ->
+    CONFIG_DIR/train/demo.yml, so the README's option file names work from any folder."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("options",) or ".." in path.parts:
+        return path
+    packaged = CONFIG_DIR.joinpath(*path.parts[1:])
+    return packaged if packaged.is_file() else path
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"option file not found: {path}")
@@ -367,8 +378,8 @@ def validate(opt: dict, phase: str = "train") -> dict:
 
 
 def load_options(path: str | os.PathLike, overrides: Iterable[str] = (), phase: str | None = None) -> dict:
-    """Read an option file with its bases and overrides; validate when ``phase`` is given."""
-    opt = apply_overrides(_load_with_bases(Path(path)), overrides)
+    """Read an option file (``find_option_file``) with its bases and overrides; validate when ``phase`` is given."""
+    opt = apply_overrides(_load_with_bases(find_option_file(path)), overrides)
     return validate(opt, phase) if phase else opt
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amcfd.options import apply_overrides, load_options, parse_scalar, validate
+from amcfd.options import CONFIG_DIR, apply_overrides, find_option_file, load_options, parse_scalar, validate
 from amcfd.registry import ARCHS, ConfigError, Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +91,22 @@ def test_missing_option_file_exit_code_2(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "valid.py"), "-opt", str(tmp_path / "none.yml")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "option file not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_option_file_names_fall_back_to_the_packaged_copies(tmp_path, monkeypatch):
+    """Away from a checkout, options/... names the packaged file (bases beside it); a local file wins; a name
+    found in neither place, or without the options/ prefix, is the one-line error."""
+    assert (REPO / "options").resolve() == CONFIG_DIR  # a checkout's options/ is a link to the packaged files
+    monkeypatch.chdir(tmp_path)
+    assert find_option_file("options/train/demo.yml") == CONFIG_DIR / "train" / "demo.yml"
+    opt = load_options("./options/train/amsnet_dncnn.yml")
+    assert opt["network"]["type"] == "DnCNN" and opt["method"]["type"] == "AMSNet"  # method from base amsnet.yml
+    (tmp_path / "options" / "train").mkdir(parents=True)
+    write(tmp_path / "options" / "train" / "demo.yml", minimal())
+    assert load_options("options/train/demo.yml")["name"] == "x"
+    for missing in ("options/train/none.yml", "train/demo.yml", "options/../options/train/photos.yml"):
+        with pytest.raises(ConfigError, match=r"^option file not found: \S+$"):
+            load_options(missing)
 
 
 def test_registry_unknown_name_and_broken_module_do_not_break_others():
