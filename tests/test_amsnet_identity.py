@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +68,7 @@ def train(loss_fn, noisy: torch.Tensor) -> nn.Module:
     return net
 
 
+@pytest.mark.slow
 def test_amsnet_loss_denoises_where_plain_l1_learns_the_identity():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convs: one thread is as fast and never oversubscribes a shared CPU

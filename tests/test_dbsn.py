@@ -1,24 +1,20 @@
 """DBSNl (AP-BSN): golden outputs, published size, blind-spot property, state_dict round trip."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_reference
 
 import amcfd.archs.dbsn  # noqa: F401  (registers DBSNl)
 from amcfd.archs.dbsn import DBSNl
 from amcfd.registry import ARCHS
 
-REF = Path("/work/shared/reference/apbsn_dbsnl.pt")
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def ref():
-    if not REF.exists():
-        pytest.skip(f"reference file {REF} not available")
-    return torch.load(REF, weights_only=True)
+    return load_reference("apbsn_dbsnl.pt")
 
 
 @pytest.fixture(scope="module")

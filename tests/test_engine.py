@@ -159,6 +159,7 @@ dist.cleanup()  # as train.py does: a process group left to interpreter exit can
 """
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     opt = tiny_options(tmp_path / "exp")
     opt["val"]["val_freq"] = 0
