@@ -197,8 +197,8 @@ def _test(argv) -> None:
 
 def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, desc: str = "denoise") -> int:
     """Denoise ``files`` (from ``source``, a folder or one file) with the trained method of ``opt`` into
-    ``out_dir`` (same relative names; JPEG -> PNG; bit depth, gray and alpha kept); unreadable images are
-    skipped with a warning. Returns how many were written."""
+    ``out_dir`` (same relative paths, sub-folders included; JPEG -> PNG; bit depth, gray and alpha kept); unreadable
+    images are skipped with a warning, and when none reads: ConfigError. Returns how many were written."""
     import torch
     from tqdm import tqdm
 
@@ -207,12 +207,13 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
 
     method, denoise_fn = build_denoiser(opt)
     in_channels = _input_channels(method)
-    written = 0
+    written, unreadable = 0, []
     for path in tqdm(files, desc=desc, dynamic_ncols=True, file=sys.stderr):
         try:
             img, info = read_image(path)
         except ImageReadError as exc:
             log.warning("skipped unreadable image: %s", exc)
+            unreadable.append(exc)
             continue
         x = to_tensor(img)[None]  # (1, C, H, W)
         channels = x.shape[1]
@@ -227,22 +228,25 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
         write_image(out_dir / rel.with_suffix(suffix), to_image(y[0]), bit_depth=info["bit_depth"],
                     alpha=info.get("alpha"), icc=info.get("icc"), exif=info.get("exif"))
         written += 1
+    if files and len(unreadable) == len(files):
+        raise ConfigError(f"none of the {len(files)} images in {source} can be read, e.g. {unreadable[0]}")
     return written
 
 
 def photo_files(source) -> list[Path]:
-    """The images to denoise: ``source`` itself, or the image files in the folder (other files are skipped
-    with a warning). A missing path, a single non-image file or a folder without images: ConfigError."""
-    from amcfd.data.imageio import IMAGE_EXTENSIONS, is_image_file, list_images
+    """The images to denoise: ``source`` itself, or the image files in the folder and its sub-folders (hidden
+    files and folders left out; other files are skipped with a warning). A missing path, a single non-image
+    file or a folder without images: ConfigError."""
+    from amcfd.data.imageio import IMAGE_EXTENSIONS, is_image_file, list_images, visible_files
 
     source = Path(source)
     try:
-        files = list_images(source)
+        files = list_images(source, recursive=True)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     if source.is_dir():
-        others = sorted(p.name for p in source.iterdir()
-                        if p.is_file() and not is_image_file(p) and not p.name.startswith("."))
+        others = [p.relative_to(source).as_posix() for p in visible_files(source, recursive=True)
+                  if not is_image_file(p)]
         if others:
             shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
             log.warning("skipping %d file(s) that are not images we read (%s): %s", len(others),

@@ -2,11 +2,14 @@
 
 Items: ``{'noisy': (C, H, W) float in [0, 1], 'clean': same (pairs only), 'name': str}``.
 With ``crop_size`` set, each item is a random crop (training); with ``crop_size: null`` whole
-images are returned (validation, batch size 1 when sizes differ). 16-bit files keep their
-precision (divided by 65535). Alpha channels are dropped.
+images are returned (validation, batch size 1 when sizes differ); an image smaller than the crop is
+padded up to it (reflected). 16-bit files keep their precision (divided by 65535). Alpha channels are
+dropped. Every file is decoded once when the dataset is built: NoisyFolder skips truncated or corrupt
+files with a warning, PairedFolder stops with a one-line error naming the file.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Union
 
@@ -17,6 +20,8 @@ from torch.utils.data import Dataset
 from amcfd.data.imageio import list_images
 from amcfd.data.transforms import RawImageStore, check_crop_size, check_positive_int, make_item
 from amcfd.registry import DATASETS, ConfigError
+
+log = logging.getLogger("amcfd")
 
 
 def _item_name(path: Path, root: Path) -> str:
@@ -96,8 +101,11 @@ class PairedFolder(Dataset):
         if max_images is not None:
             keys = keys[:check_positive_int(max_images, "max_images", where)]
         self.names = keys
-        self.noisy = RawImageStore([noisy[k] for k in keys], cache=cache)
-        self.clean = RawImageStore([clean[k] for k in keys], cache=cache)
+        self.noisy = RawImageStore([noisy[k] for k in keys], cache=cache, check=True)
+        self.clean = RawImageStore([clean[k] for k in keys], cache=cache, check=True)
+        unreadable = self.noisy.unreadable + self.clean.unreadable
+        if unreadable:
+            raise ConfigError(f"option '{where}.root': {unreadable[0]} (pairs must match: fix or remove it)")
 
     def __len__(self) -> int:
         return len(self.names) * self.repeat
@@ -144,9 +152,14 @@ class NoisyFolder(Dataset):
         paths = _find_images(self.root, f"{where}.root", recursive=bool(recursive))
         if max_images is not None:
             paths = paths[:check_positive_int(max_images, "max_images", where)]
+        self.noisy = RawImageStore(paths, cache=cache, check=True)
+        for exc in self.noisy.unreadable:
+            log.warning("skipped unreadable image: %s", exc)
+        if not self.noisy.paths:
+            raise ConfigError(f"option '{where}.root': none of the {len(paths)} images in {self.root} can be read, "
+                              f"e.g. {self.noisy.unreadable[0]}")
         base = self.root if self.root.is_dir() else self.root.parent
-        self.names = [_item_name(p, base) for p in paths]
-        self.noisy = RawImageStore(paths, cache=cache)
+        self.names = [_item_name(p, base) for p in self.noisy.paths]
 
     def __len__(self) -> int:
         return len(self.names) * self.repeat

@@ -42,10 +42,20 @@ def is_image_file(path: PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def visible_files(folder: PathLike, recursive: bool = False) -> list[Path]:
+    """Sorted files of a folder (with ``recursive``: and of its sub-folders), hidden files and folders (names
+    starting with '.') left out."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        found += [Path(root) / n for n in names if not n.startswith(".")]
+    return sorted(p for p in found if p.is_file())
+
+
 def list_images(folder_or_file: PathLike, recursive: bool = False) -> list[Path]:
     """Sorted image files in a folder (or ``[file]`` for one image file).
 
-    Hidden files (names starting with '.') are skipped. Raises FileNotFoundError naming the
+    Hidden files and folders (names starting with '.') are skipped. Raises FileNotFoundError naming the
     path when it does not exist, ValueError for a file that is not an image.
     """
     path = Path(folder_or_file)
@@ -55,9 +65,7 @@ def list_images(folder_or_file: PathLike, recursive: bool = False) -> list[Path]
         if not is_image_file(path):
             raise ValueError(f"{path} is not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")
         return [path]
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in path.glob(pattern)
-                  if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    return [p for p in visible_files(path, recursive) if is_image_file(p)]
 
 
 def _check_complete(data: bytes, path: Path) -> None:
@@ -88,7 +96,10 @@ def read_image_raw(path: PathLike) -> tuple[np.ndarray, dict]:
         raise ImageReadError(f"{path}: empty file")
     _check_complete(data, path)
     meta, data = _read_metadata(data, path)
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:                                    # e.g. a corrupt header's huge image size
+        raise ImageReadError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if raw is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
     if raw.dtype not in (np.uint8, np.uint16):

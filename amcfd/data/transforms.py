@@ -5,6 +5,7 @@ worker (and the engine seeds per run), never from Python's ``random`` or NumPy's
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from amcfd.data.imageio import raw_to_float, read_image_raw, to_tensor
+from amcfd.data.imageio import ImageReadError, raw_to_float, read_image_raw, to_tensor
 from amcfd.ops.augment import augment as dihedral_transform
 from amcfd.ops.augment import random_mode
 from amcfd.registry import ConfigError
@@ -33,22 +34,30 @@ def check_positive_int(value, name: str, where: str) -> int:
     return value
 
 
-def random_crop_box(height: int, width: int, crop_size: int, source: str) -> tuple[int, int]:
-    """Top-left corner of a uniformly drawn crop_size x crop_size window (torch RNG)."""
-    if height < crop_size or width < crop_size:
-        raise ValueError(f"{source}: image of {height}x{width} is smaller than crop_size {crop_size} "
-                         f"(lower crop_size or remove the image)")
-    top = int(torch.randint(height - crop_size + 1, (1,)))
-    left = int(torch.randint(width - crop_size + 1, (1,)))
+def random_crop_box(height: int, width: int, crop_size: int) -> tuple[int, int]:
+    """Top-left corner of a uniformly drawn crop_size x crop_size window (torch RNG); 0 along a side shorter
+    than the crop (``pad_to`` fills the rest)."""
+    top = int(torch.randint(max(height - crop_size, 0) + 1, (1,)))
+    left = int(torch.randint(max(width - crop_size, 0) + 1, (1,)))
     return top, left
+
+
+def pad_to(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxWxC array padded at the bottom and right to at least height x width: reflected (repeatedly, when the
+    pad is longer than the image; a 1-pixel side repeats its pixel)."""
+    pad_h, pad_w = max(height - arr.shape[0], 0), max(width - arr.shape[1], 0)
+    if not pad_h and not pad_w:
+        return arr
+    return np.pad(arr, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (arr.ndim - 2), mode="reflect")
 
 
 def make_item(arrays: dict[str, np.ndarray], name: str, crop_size: int | None, augment: bool,
               source: str) -> dict:
-    """uint8/uint16 HxWxC arrays (same size) -> {key: (C, H, W) float tensor in [0, 1], 'name': name}.
+    """HxWxC arrays (same size; uint8/uint16, or floats in [0, 1]) -> {key: (C, H, W) float32 tensor in [0, 1],
+    'name': name}.
 
-    All arrays get the same crop and the same dihedral transform. ``source`` names the files in
-    errors.
+    All arrays get the same crop and the same dihedral transform; an image smaller than ``crop_size`` is padded
+    up to it (``pad_to``), so batches still stack. ``source`` names the files in errors.
     """
     shapes = {key: arr.shape[:2] for key, arr in arrays.items()}
     if len(set(shapes.values())) > 1:
@@ -56,10 +65,11 @@ def make_item(arrays: dict[str, np.ndarray], name: str, crop_size: int | None, a
                                                                          shapes.items()))
     if crop_size is not None:
         height, width = next(iter(shapes.values()))
-        top, left = random_crop_box(height, width, crop_size, source)
-        arrays = {k: a[top:top + crop_size, left:left + crop_size] for k, a in arrays.items()}
-    item = {key: to_tensor(raw_to_float(arr) if arr.dtype != np.float32 else arr)
-            for key, arr in arrays.items()}                      # (C, h, w) each
+        top, left = random_crop_box(height, width, crop_size)
+        arrays = {k: pad_to(a[top:top + crop_size, left:left + crop_size], crop_size, crop_size)
+                  for k, a in arrays.items()}
+    item = {key: to_tensor(arr if arr.dtype.kind == "f" else raw_to_float(arr))
+            for key, arr in arrays.items()}                      # (C, h, w) float32 each
     if augment:
         mode = random_mode()
         item = {k: dihedral_transform(t, mode).contiguous() for k, t in item.items()}
@@ -111,16 +121,37 @@ class RawImageStore:
     Caching happens in the constructor (threads; OpenCV decodes outside the GIL), so DataLoader
     workers forked afterwards share the decoded arrays instead of decoding them again each.
     Memory: H*W*C bytes per 8-bit image (twice that for 16-bit).
+
+    With ``check`` every file is decoded once in the constructor, cached or not: those that do not read
+    (truncated, corrupt) are left out of ``paths`` and their ImageReadErrors kept in ``unreadable``. Without
+    it an unreadable file raises ImageReadError when read (in the constructor when cached).
     """
 
     def __init__(self, paths: Sequence[Path], cache: bool | None = False,
-                 reader: Callable[[Path], np.ndarray] | None = None):
+                 reader: Callable[[Path], np.ndarray] | None = None, check: bool = False):
         self.paths = list(paths)
         self._read = reader or read_raw_pixels                  # module-level: picklable for workers
         self._cache: list[np.ndarray] | None = None
-        if should_cache(self.paths, cache):
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                self._cache = list(pool.map(self._read, self.paths))
+        self.unreadable: list[ImageReadError] = []
+        keep = should_cache(self.paths, cache)
+        if keep or check:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                loaded = list(pool.map(lambda path: self._load(path, keep, check), self.paths))
+            self.unreadable = [r for r in loaded if isinstance(r, ImageReadError)]
+            kept = [(p, r) for p, r in zip(self.paths, loaded) if not isinstance(r, ImageReadError)]
+            self.paths = [p for p, _ in kept]
+            if keep:
+                self._cache = [r for _, r in kept]
+
+    def _load(self, path: Path, keep: bool, check: bool) -> np.ndarray | ImageReadError | None:
+        """The pixels when kept, else None (only checked); with ``check`` an ImageReadError is returned."""
+        try:
+            pixels = self._read(path)
+        except ImageReadError as exc:
+            if check:
+                return exc
+            raise
+        return pixels if keep else None
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -19,12 +19,18 @@ d / sigmas (d <= 0, even and odd d, radius 1..7), gray and RGB, random and noisy
 rounding decides. With Intel IPP on (the pip default), 3-channel results are the same, but IPP computes 1-channel
 images with radius <= 2 itself and truncates instead of rounding: there about half the values are 1 level lower than
 here (still max 1 level). See tests/test_bilateral.py.
+
+Large inputs are filtered in bands of rows (``BAND_PIXELS`` output pixels each, padded with the window's radius of
+rows above and below, reflect-101 at the image's own borders only), so the working memory beyond the input and the
+output stays about 100 MB whatever the image size; every output pixel is computed as without bands.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+BAND_PIXELS = 1 << 20   # output pixels (all images of the batch) per band of rows: bounds the working memory
 
 
 def bilateral_radius(d: int, sigma_space: float) -> int:
@@ -73,18 +79,33 @@ def bilateral_filter(x: torch.Tensor, d: int = 9, sigma_color: float = 75.0,
     b, c, h, w = x.shape
     rows = _reflect101_index(h, radius, x.device)
     cols = _reflect101_index(w, radius, x.device)
-    padded = x.index_select(-2, rows).index_select(-1, cols)       # (B, C, H+2r, W+2r)
+    band = max(1, BAND_PIXELS // (b * w))
+    if band >= h:
+        return _filter_rows(x, x.index_select(-2, rows).index_select(-1, cols), radius, color_coeff, space_coeff)
+    out = torch.empty_like(x)
+    for top in range(0, h, band):                                   # row bands, each with its radius of context
+        bottom = min(top + band, h)
+        padded = x.index_select(-2, rows[top:bottom + 2 * radius]).index_select(-1, cols)
+        out[..., top:bottom, :] = _filter_rows(x[..., top:bottom, :], padded, radius, color_coeff, space_coeff)
+    return out
+
+
+def _filter_rows(x: torch.Tensor, padded: torch.Tensor, radius: int, color_coeff: float,
+                 space_coeff: float) -> torch.Tensor:
+    """The filter of ``x`` (B, C, h, W), given ``padded``: the same rows with ``radius`` more on every side
+    (B, C, h+2r, W+2r)."""
+    h, w = x.shape[-2:]
     padded_levels = padded * 255.0                                  # colour distances in 8-bit units
-    centre_levels = x * 255.0                                       # (B, C, H, W)
-    numerator = torch.zeros_like(x)                                 # (B, C, H, W)
-    denominator = torch.zeros_like(x[:, :1])                        # (B, 1, H, W)
+    centre_levels = x * 255.0                                       # (B, C, h, W)
+    numerator = torch.zeros_like(x)                                 # (B, C, h, W)
+    denominator = torch.zeros_like(x[:, :1])                        # (B, 1, h, W)
     for i in range(-radius, radius + 1):
         for j in range(-radius, radius + 1):
             if i * i + j * j > radius * radius:                     # disc-shaped window
                 continue
             window = (..., slice(radius + i, radius + i + h), slice(radius + j, radius + j + w))
-            shifted = padded[window]                                                    # (B, C, H, W)
-            dist = (padded_levels[window] - centre_levels).abs().sum(dim=1, keepdim=True)  # (B, 1, H, W)
+            shifted = padded[window]                                                    # (B, C, h, W)
+            dist = (padded_levels[window] - centre_levels).abs().sum(dim=1, keepdim=True)  # (B, 1, h, W)
             weight = torch.exp(dist * dist * color_coeff) * math.exp((i * i + j * j) * space_coeff)
             numerator += weight * shifted
             denominator += weight
