@@ -292,7 +292,7 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
     if first < len(plan):
         need, why = minimum_budget(plan[first:], photos, device)
         if args.budget_minutes < need:
-            raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for these {len(photos)} photos "
+            raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for {len(photos)} photo(s) "
                               f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.1f} or more (estimated)")
     with WorkLock(work):
         previous = None

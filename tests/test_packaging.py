@@ -9,8 +9,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from amcfd.data.imageio import write_image
 from amcfd.options import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,4 +76,14 @@ def test_console_scripts_work_from_another_folder(installed, tmp_path):
                "datasets.val.images=[coffee]", "datasets.val.center_crop=64", "logger.use_tb_logger=false",
                "logger.progress_bar=false"], tmp_path)
     assert "done:" in out
-    assert list((tmp_path / "experiments" / "debug_demo").rglob("*.pth")), out
+    checkpoints = list((tmp_path / "experiments" / "debug_demo").rglob("iter_*.pth"))
+    assert checkpoints, out
+    write_image(tmp_path / "photos" / "p0.png", np.random.default_rng(0).random((40, 48, 3)))
+    denoised = run([bin_dir / "amcfd-denoise", "photos", "--output", "out", "--pretrained", checkpoints[0]], tmp_path)
+    assert (tmp_path / "out" / "p0.png").is_file(), denoised
+    # training reads the packaged stage option files (and times their networks) before it refuses a tiny budget
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    refused = subprocess.run([str(bin_dir / "amcfd-denoise"), "photos", "--output", "out2", "--budget-minutes",
+                              "0.001", "--device", "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "is too small for 1 photo(s)" in refused.stderr, refused.stderr[-2000:]
