@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ log = logging.getLogger("amcfd")
 
 EXIT_CONFIG = 2  # bad options or input: one-line message, no traceback
 EXIT_FAILED = 1  # training stopped (e.g. non-finite loss)
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)   # one-line errors with exit code 1
 
 
 def _add_option_args(p: argparse.ArgumentParser, required: bool) -> argparse.ArgumentParser:
@@ -77,6 +79,11 @@ def _run(fn, argv) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {exc} (files written before are intact)", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:
         from amcfd.engine.trainer import TrainingError
 

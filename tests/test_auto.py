@@ -82,3 +82,25 @@ def test_auto_is_refused_where_nothing_chooses_it(tmp_path):
         auto_options({"type": "APBSN", "pd_train": "auto"})
     with pytest.raises(ConfigError, match="num_masks"):
         _options(tmp_path, _photos(tmp_path / "photos", 3 / 255), "method.num_masks=auto")
+
+
+def test_large_images_are_measured_on_their_central_region(monkeypatch):
+    import amcfd.analysis.auto as auto
+
+    rng = np.random.default_rng(1)
+    image = np.clip(128 + 20 * rng.standard_normal((300, 260, 3)), 0, 255).astype(np.uint8)
+    image[:100] = np.clip(128 + 2 * rng.standard_normal((100, 260, 3)), 0, 255)      # light noise at the top
+
+    class Whole:
+        names = ["one"]
+
+        def __len__(self):
+            return 1
+
+        def image_arrays(self, i):
+            return {"noisy": image}, "one", "one"
+
+    whole = auto.measure_dataset(Whole())["median_level"]               # the estimate follows the lightest part
+    monkeypatch.setattr(auto, "MAX_SIDE", 96)                           # the central 96 x 96: heavy noise only
+    assert auto.measure_dataset(Whole())["median_level"] > 4 * whole
+    assert auto.central_region(image, 96).shape == (96, 96, 3) and auto.central_region(image, 999).shape == image.shape

@@ -18,6 +18,7 @@ from amcfd.registry import METHODS, ConfigError
 
 AUTO = "auto"
 MAX_IMAGES = 32     # measure at most this many training images (evenly spaced); the medians settle well before
+MAX_SIDE = 1536     # of a larger image, the central MAX_SIDE x MAX_SIDE region is measured (time and memory)
 
 
 def auto_options(method_cfg: dict) -> list[str]:
@@ -48,10 +49,16 @@ def measure_dataset(dataset, max_images: int = MAX_IMAGES) -> dict:
 
     def images():
         for i in picks:
-            arr = dataset.image_arrays(int(i))[0]["noisy"]
+            arr = central_region(dataset.image_arrays(int(i))[0]["noisy"], MAX_SIDE)
             yield to_tensor(raw_to_float(arr) if arr.dtype != np.float32 else arr).to(torch.float64)
 
     return measure_folder(images())
+
+
+def central_region(arr: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` region of an HxWxC array (a side shorter than ``side`` is kept whole)."""
+    top, left = max(0, (arr.shape[0] - side) // 2), max(0, (arr.shape[1] - side) // 2)
+    return arr[top:top + side, left:left + side]
 
 
 def resolve_auto(opt: dict, dataset) -> tuple[dict, dict]:
