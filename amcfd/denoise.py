@@ -43,6 +43,7 @@ KEEP = ("all", "student", "outputs")
 # The coarse stage's teacher targets are computed inside its budget: without R3 and with one rotated view they
 # take seconds per photo (P-E with 3 views took most of the stage's budget). Tiled, so 12-megapixel photos fit.
 TEACHER_R3, TEACHER_VIEWS, TEACHER_TILE = False, [1], 512
+TARGET_PIXELS = 1 << 20     # per photo: a larger one gives the coarse stage 512x512 regions of this many pixels
 MIN_STEP_SHARE, MIN_STEPS = 0.1, 20     # the least a stage must train: this share of its total_iter, at least this
 # On CUDA (packaged option files only): the networks the budget can train there.
 CUDA_NETWORKS = {"teacher": {"type": "NAFNetBase", "preset": "published"},
@@ -94,6 +95,7 @@ def stage_recipe(stage: str, args, device_type: str) -> dict:
     if stage == "coarse":                 # the teacher's checkpoint and method come from the teacher stage
         teacher = {k: v for k, v in opt["method"]["teacher"].items() if k not in ("checkpoint", "method")}
         opt["method"] = {**opt["method"], "teacher": {**teacher, "tile": TEACHER_TILE}, "aug_modes": TEACHER_VIEWS}
+        opt["datasets"]["train"]["max_pixels"] = TARGET_PIXELS      # targets of big photos: regions of them
     return opt
 
 
@@ -147,7 +149,8 @@ def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float,
         extra = ""
         if entry["stage"] == "coarse":
             teacher = {**teacher_recipe, "method": {**teacher_recipe["method"], "r3": TEACHER_R3}}
-            target_seconds = (1 + len(TEACHER_VIEWS)) * pixels(photos) * inference_seconds_per_pixel(teacher, device)
+            target_seconds = ((1 + len(TEACHER_VIEWS)) * pixels(photos, TARGET_PIXELS)
+                              * inference_seconds_per_pixel(teacher, device))
             seconds += target_seconds
             extra = f" and {target_seconds / 60:.1f} min of teacher targets"
         minutes = seconds / 60 / SHARE[entry["stage"]]
@@ -160,14 +163,14 @@ def load_total_iter(recipe: dict) -> int:
     return int(recipe["train"].get("total_iter", 1000))
 
 
-def pixels(photos: list[Path]) -> int:
-    """Pixels of the photos, from their headers (unreadable ones count as 0)."""
+def pixels(photos: list[Path], per_photo: int) -> int:
+    """Pixels of the photos, at most ``per_photo`` each, from their headers (unreadable ones count as 0)."""
     from PIL import Image
 
     total = 0
     for path in photos:
         with contextlib.suppress(Exception), Image.open(path) as image:
-            total += image.size[0] * image.size[1]
+            total += min(per_photo, image.size[0] * image.size[1])
     return total
 
 

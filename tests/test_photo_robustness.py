@@ -206,3 +206,29 @@ def test_bilateral_bands_give_the_same_result_and_gradient(monkeypatch, shape):
     banded = bilateral.bilateral_filter(x, d=7, sigma_color=30.0, sigma_space=3.0)
     assert torch.equal(banded, whole)
     torch.testing.assert_close(torch.autograd.grad(banded.square().sum(), x)[0], grad)
+
+
+def test_regions_cover_large_images_evenly_within_bounds():
+    from amcfd.data.folders import regions
+
+    boxes = regions(3000, 4000, 512, 1 << 20)
+    assert len(boxes) == 4 and len(set(boxes)) == 4
+    assert all(0 <= t and t + s <= 3000 and 0 <= left and left + s <= 4000 and s == 512 for t, left, s in boxes)
+    assert regions(300, 200, 512, 1000) == [(50, 0, 200)]                   # one region, clipped to the short side
+
+
+def test_noisy_folder_bounds_large_images_by_regions(tmp_path):
+    from amcfd.data.folders import NoisyFolder
+
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "big.png", rng.random((100, 120, 3)))
+    write_image(tmp_path / "small.png", rng.random((40, 50, 3)))
+    whole = NoisyFolder(tmp_path)
+    bounded = NoisyFolder(tmp_path, max_pixels=4096, region_size=32)
+    assert whole.names == ["big", "small"] and len(bounded.names) == 5      # 4 regions of big, small whole
+    shapes = [bounded.image_arrays(i)[0]["noisy"].shape for i in range(5)]
+    assert shapes[:4] == [(32, 32, 3)] * 4 and shapes[4] == (40, 50, 3)
+    big = whole.image_arrays(0)[0]["noisy"]
+    for i, name in enumerate(bounded.names[:4]):
+        top, left = map(int, name.split("@")[1].split("x"))
+        assert np.array_equal(bounded.image_arrays(i)[0]["noisy"], big[top:top + 32, left:left + 32])

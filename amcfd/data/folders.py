@@ -136,11 +136,15 @@ class NoisyFolder(Dataset):
         max_images: use only the first N images (sorted by path).
         channels: 3 (gray photos are repeated to RGB, so a folder may mix both), 1 (RGB photos are
             turned gray, for gray denoisers) or None (as stored; all images must then agree).
+        max_pixels: an image with more pixels is replaced by square regions of ``region_size`` pixels, as many
+            as ``max_pixels`` holds (at least one), centred in the cells of an even grid over it (``regions``):
+            it bounds what is computed per image, e.g. cached teacher targets of 12-megapixel photos. None = whole.
+        region_size: the side of those regions.
     """
 
     def __init__(self, root: Union[str, Path], crop_size: int | None = None, augment: bool = False,
                  cache: bool | None = None, repeat: int = 1, recursive: bool = True, max_images: int | None = None,
-                 channels: int | None = 3):
+                 channels: int | None = 3, max_pixels: int | None = None, region_size: int = 512):
         where = f"datasets.{type(self).__name__}"
         if channels not in (None, 1, 3):
             raise ConfigError(f"option '{where}.channels' must be 1, 3 or null, got {channels!r}")
@@ -159,18 +163,42 @@ class NoisyFolder(Dataset):
             raise ConfigError(f"option '{where}.root': none of the {len(paths)} images in {self.root} can be read, "
                               f"e.g. {self.noisy.unreadable[0]}")
         base = self.root if self.root.is_dir() else self.root.parent
-        self.names = [_item_name(p, base) for p in self.noisy.paths]
+        names = [_item_name(p, base) for p in self.noisy.paths]
+        if max_pixels is not None:
+            check_positive_int(max_pixels, "max_pixels", where)
+            check_positive_int(region_size, "region_size", where)
+        self.items = []                                  # (image index, region box or None)
+        for i, shape in enumerate(self.noisy.shapes):    # the store checked every file: shapes are known
+            big = max_pixels is not None and shape[0] * shape[1] > max_pixels
+            self.items += [(i, box) for box in (regions(*shape[:2], region_size, max_pixels) if big else [None])]
+        self.names = [names[i] if box is None else f"{names[i]}@{box[0]}x{box[1]}" for i, box in self.items]
 
     def __len__(self) -> int:
         return len(self.names) * self.repeat
 
     def image_arrays(self, i: int) -> tuple[dict, str, str]:
-        """Whole image ``i`` (not repeated): ({'noisy'} array, name, source for errors)."""
-        return {"noisy": _with_channels(self.noisy[i], self.channels)}, self.names[i], str(self.noisy.paths[i])
+        """Image (or region) ``i`` (not repeated): ({'noisy'} array, name, source for errors)."""
+        index, box = self.items[i]
+        arr = self.noisy[index]
+        if box is not None:
+            top, left, side = box
+            arr = arr[top:top + side, left:left + side]
+        return {"noisy": _with_channels(arr, self.channels)}, self.names[i], str(self.noisy.paths[index])
 
     def __getitem__(self, index: int) -> dict:
         arrays, name, source = self.image_arrays(index % len(self.names))
         return make_item(arrays, name, self.crop_size, self.augment, source)
+
+
+def regions(height: int, width: int, side: int, max_pixels: int) -> list[tuple[int, int, int]]:
+    """(top, left, side) of max(1, max_pixels // side**2) squares, centred in the cells of a near-square grid."""
+    side = min(side, height, width)
+    count = max(1, max_pixels // side ** 2)
+    rows = max(1, round((count * height / width) ** 0.5))
+    cols = -(-count // rows)
+    cells = [(r, c) for r in range(rows) for c in range(cols)][:count]
+    return [(round((height - side) * (r + 0.5) / rows), round((width - side) * (c + 0.5) / cols), side)
+            for r, c in cells]
 
 
 SAMPLING_KEYS = ("crop_size", "augment", "repeat", "batch_size", "num_workers")

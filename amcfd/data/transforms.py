@@ -133,6 +133,7 @@ class RawImageStore:
         self._read = reader or read_raw_pixels                  # module-level: picklable for workers
         self._cache: list[np.ndarray] | None = None
         self.unreadable: list[ImageReadError] = []
+        self.shapes: list[tuple] | None = None          # (H, W, C) of each image, known when checked or cached
         keep = should_cache(self.paths, cache)
         if keep or check:
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -140,18 +141,20 @@ class RawImageStore:
             self.unreadable = [r for r in loaded if isinstance(r, ImageReadError)]
             kept = [(p, r) for p, r in zip(self.paths, loaded) if not isinstance(r, ImageReadError)]
             self.paths = [p for p, _ in kept]
+            self.shapes = [r.shape for _, r in kept]
             if keep:
                 self._cache = [r for _, r in kept]
 
-    def _load(self, path: Path, keep: bool, check: bool) -> np.ndarray | ImageReadError | None:
-        """The pixels when kept, else None (only checked); with ``check`` an ImageReadError is returned."""
+    def _load(self, path: Path, keep: bool, check: bool) -> np.ndarray | ImageReadError:
+        """The pixels when kept, else an empty array of their shape (only checked); with ``check`` an
+        ImageReadError is returned."""
         try:
             pixels = self._read(path)
         except ImageReadError as exc:
             if check:
                 return exc
             raise
-        return pixels if keep else None
+        return pixels if keep else np.empty(pixels.shape, pixels.dtype)
 
     def __len__(self) -> int:
         return len(self.paths)
