@@ -198,6 +198,7 @@ def _test(argv) -> None:
     out_dir = Path(opt["test"]["output"] or Path(opt["path"]["results_root"]) / opt["name"] / "images")
     check_output_folder(Path(source), out_dir)
     files = photo_files(source)
+    check_output_names(files, Path(source), out_dir)
     written = denoise_files(opt, files, Path(source), out_dir)
     print(f"denoised {written} of {len(files)} images into {out_dir}")
 
@@ -209,7 +210,7 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
     import torch
     from tqdm import tqdm
 
-    from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, write_image
+    from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, warn_skipped, write_image
     from amcfd.engine.inference import build_denoiser
 
     method, denoise_fn = build_denoiser(opt)
@@ -219,7 +220,7 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
         try:
             img, info = read_image(path)
         except ImageReadError as exc:
-            log.warning("skipped unreadable image: %s", exc)
+            warn_skipped(exc)
             unreadable.append(exc)
             continue
         x = to_tensor(img)[None]  # (1, C, H, W)
@@ -230,14 +231,29 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
             y = denoise_fn(x).cpu()
         if channels == 1 and in_channels == 3:
             y = y.mean(dim=1, keepdim=True)
-        suffix = ".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix
-        rel = path.relative_to(source) if source.is_dir() else Path(path.name)
-        write_image(out_dir / rel.with_suffix(suffix), to_image(y[0]), bit_depth=info["bit_depth"],
+        write_image(output_path(path, source, out_dir), to_image(y[0]), bit_depth=info["bit_depth"],
                     alpha=info.get("alpha"), icc=info.get("icc"), exif=info.get("exif"))
         written += 1
     if files and len(unreadable) == len(files):
         raise ConfigError(f"none of the {len(files)} images in {source} can be read, e.g. {unreadable[0]}")
     return written
+
+
+def output_path(path: Path, source: Path, out_dir: Path) -> Path:
+    """Where the denoised ``path`` goes: its path relative to ``source`` under ``out_dir``, JPEG as PNG."""
+    rel = path.relative_to(source) if source.is_dir() else Path(path.name)
+    return out_dir / rel.with_suffix(".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix)
+
+
+def check_output_names(files: list[Path], source: Path, out_dir: Path) -> None:
+    """One-line ConfigError when two photos would be written to the same output (``a.jpg`` and ``a.png``)."""
+    seen: dict[Path, Path] = {}
+    for path in files:
+        out = output_path(path, source, out_dir)
+        if out in seen:
+            raise ConfigError(f"{seen[out]} and {path} would both be written to {out} (JPEG is written as PNG): "
+                              "rename one of them")
+        seen[out] = path
 
 
 def photo_files(source) -> list[Path]:

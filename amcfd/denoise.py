@@ -139,12 +139,13 @@ def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float,
     """(the smallest --budget-minutes with which every stage still to train reaches its minimum steps, which
     stage limits it). Estimates: engine/budget.py; the coarse stage adds its teacher targets."""
     from amcfd.engine.budget import inference_seconds_per_pixel, step_seconds
+    from amcfd.options import DEFAULTS
 
     need, why = 0.0, ""
     teacher_recipe = plan[0]["recipe"]
     for entry in plan:
         recipe = entry["recipe"]
-        steps = max(MIN_STEPS, int(MIN_STEP_SHARE * load_total_iter(recipe)))
+        steps = max(MIN_STEPS, int(MIN_STEP_SHARE * recipe["train"].get("total_iter", DEFAULTS["train"]["total_iter"])))
         seconds = steps * step_seconds(recipe, device)
         extra = ""
         if entry["stage"] == "coarse":
@@ -157,10 +158,6 @@ def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float,
         if minutes > need:
             need, why = minutes, f"the {entry['stage']} stage needs {steps} steps{extra}"
     return need, why
-
-
-def load_total_iter(recipe: dict) -> int:
-    return int(recipe["train"].get("total_iter", 1000))
 
 
 def pixels(photos: list[Path], per_photo: int) -> int:
@@ -239,15 +236,15 @@ def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict
     """Mean PSNR / SSIM (both conventions) of the photos and of their denoised outputs against ``clean``."""
     import torch
 
+    from amcfd.cli import output_path
     from amcfd.data.imageio import read_image, to_tensor
     from amcfd.metrics import psnr, ssim, ssim_matlab
 
     sums = {f"{what} {m}": 0.0 for what in ("input", "output") for m in ("PSNR", "SSIM", "SSIM-MATLAB")}
     count = 0
     for path in photos:
-        rel = path.relative_to(source) if source.is_dir() else Path(path.name)
-        out = outputs / rel.with_suffix(".png" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix)
-        ref = clean / rel
+        out = output_path(path, source, outputs)
+        ref = clean / (path.relative_to(source) if source.is_dir() else Path(path.name))
         if not ref.is_file() or not out.is_file():
             continue
         target = to_tensor(read_image(ref)[0])[None]
@@ -290,13 +287,13 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
     from amcfd.engine.runs import WorkLock
 
     device = select_device(args.device)
-    plan = plan_stages(args, source, photos, work, device.type)
-    first = max((i + 1 for i, e in enumerate(plan) if e["done"] is not None), default=0)
-    if first < len(plan):
-        need, why = minimum_budget(plan[first:], photos, device)
-        if args.budget_minutes < need:
-            raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for {len(photos)} photo(s) "
-                              f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.1f} or more (estimated)")
+    with stage_guard("plan", work / "denoise.log"):
+        plan = plan_stages(args, source, photos, work, device.type)
+        first = max((i + 1 for i, e in enumerate(plan) if e["done"] is not None), default=0)
+        need, why = minimum_budget(plan[first:], photos, device) if first < len(plan) else (0.0, "")
+    if args.budget_minutes < need:
+        raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for {len(photos)} photo(s) "
+                          f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.2g} or more (estimated)")
     with WorkLock(work):
         previous = None
         for i, entry in enumerate(plan):
@@ -310,13 +307,14 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
 
 
 def run(argv=None) -> dict:
-    from amcfd.cli import denoise_files, photo_files
+    from amcfd.cli import check_output_names, denoise_files, photo_files
     from amcfd.options import validate
 
     started = time.perf_counter()
     args = _parser().parse_args(argv)
     source, out_dir = check_arguments(args)
     photos = photo_files(source)
+    check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
     model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)

@@ -68,6 +68,9 @@ def photos(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("denoise")
     write_photos(work / "noisy", seed=0)
     (work / "noisy" / "notes.txt").write_text("not a photo")
+    write_image(work / "broken.jpg", np.full((40, 40, 3), 0.5))
+    data = (work / "broken.jpg").read_bytes()
+    (work / "noisy" / "broken.jpg").write_bytes(data[: len(data) // 2])      # a truncated JPEG
     tiny_options(work / "opts")
     return work
 
@@ -88,6 +91,8 @@ def test_whole_pipeline(photos, trained):
         assert f"| {stage} |" in first.stdout
     assert "Against the clean references (3 images)" in first.stdout and "| output |" in first.stdout
     assert "notes.txt" in first.stderr                                      # skipped with a warning
+    assert first.stderr.count("broken.jpg") == 1 and "truncated JPEG" in first.stderr    # once, in all stages
+    assert not (photos / "out" / "broken.png").exists()
     teacher_opts = yaml.safe_load((stage_folders(work, "teacher")[0] / "options.yml").read_text())
     assert teacher_opts["method"]["pd_test"] in (1, 2)                      # 'auto' resolved from the photos
     final = load_checkpoint(finished_run(stage_folders(work, "teacher")[0]))
@@ -189,7 +194,7 @@ def test_second_run_on_the_same_work_folder_is_refused(photos, trained):
     (("noisy/p0.png", "--output", "o"), "training needs a folder"),
     (("noisy", "--output", "o", "--budget-minutes", "0"), "--budget-minutes must be > 0"),
     (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: file does not exist"),
-    (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for 3 photo(s)"),
+    (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for 4 photo(s)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):
     before = set(photos.iterdir())

@@ -153,5 +153,8 @@ def test_folder_images_are_cached_automatically_when_they_fit(tmp_path, monkeypa
     assert NoisyFolder(tmp_path).noisy._cache is None
     assert NoisyFolder(tmp_path, cache=True).noisy._cache is not None
     assert transforms.decoded_bytes(tmp_path / "missing.png") is None
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((20, 30, 3), 40, np.uint8))
+    assert transforms.decoded_bytes(tmp_path / "photo.jpg") == 20 * 30 * 3        # JPEG holds 8-bit samples
+    assert transforms.decoded_bytes(tmp_path / "0.png") == 20 * 30 * 3 * 2        # PNG may hold 16
     with pytest.raises(ConfigError, match="cache"):
         transforms.should_cache([], "yes")

@@ -232,3 +232,20 @@ def test_noisy_folder_bounds_large_images_by_regions(tmp_path):
     for i, name in enumerate(bounded.names[:4]):
         top, left = map(int, name.split("@")[1].split("x"))
         assert np.array_equal(bounded.image_arrays(i)[0]["noisy"], big[top:top + 32, left:left + 32])
+
+
+def test_two_photos_with_one_output_name_are_refused_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    from amcfd.cli import check_output_names
+
+    write_image(tmp_path / "photos" / "a.png", np.full((40, 40, 3), 0.5))
+    write_image(tmp_path / "photos" / "a.jpg", np.full((40, 40, 3), 0.5))
+    files = sorted((tmp_path / "photos").iterdir())
+    with pytest.raises(ConfigError, match="a.png would both be written to"):
+        check_output_names(files, tmp_path / "photos", tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "amcfd.denoise", "photos", "--output", "out"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "rename one of them" in result.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

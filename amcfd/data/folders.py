@@ -9,7 +9,6 @@ files with a warning, PairedFolder stops with a one-line error naming the file.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Union
 
@@ -17,11 +16,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from amcfd.data.imageio import list_images
+from amcfd.data.imageio import list_images, warn_skipped
 from amcfd.data.transforms import RawImageStore, check_crop_size, check_positive_int, make_item
 from amcfd.registry import DATASETS, ConfigError
-
-log = logging.getLogger("amcfd")
 
 
 def _item_name(path: Path, root: Path) -> str:
@@ -158,7 +155,7 @@ class NoisyFolder(Dataset):
             paths = paths[:check_positive_int(max_images, "max_images", where)]
         self.noisy = RawImageStore(paths, cache=cache, check=True)
         for exc in self.noisy.unreadable:
-            log.warning("skipped unreadable image: %s", exc)
+            warn_skipped(exc)
         if not self.noisy.paths:
             raise ConfigError(f"option '{where}.root': none of the {len(paths)} images in {self.root} can be read, "
                               f"e.g. {self.noisy.unreadable[0]}")

@@ -38,6 +38,17 @@ class ImageReadError(ValueError):
     """An image file that is missing, truncated, corrupt or in an unsupported format."""
 
 
+_REPORTED: set[str] = set()
+
+
+def warn_skipped(exc: ImageReadError) -> None:
+    """Warn that an unreadable image is skipped, once per file and process (a command that reads a folder in
+    several stages names each bad file once)."""
+    if str(exc) not in _REPORTED:
+        _REPORTED.add(str(exc))
+        log.warning("skipped unreadable image: %s", exc)
+
+
 def is_image_file(path: PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 

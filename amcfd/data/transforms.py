@@ -85,14 +85,15 @@ AUTO_CACHE_BYTES = 1 << 30   # cache: null decodes up front when the images take
 
 
 def decoded_bytes(path: Path) -> int | None:
-    """Upper bound of an image's decoded size (16-bit samples, at least 3 channels) from its header only;
-    None when the header cannot be read."""
+    """Upper bound of an image's decoded size (at least 3 channels; 16-bit samples except in JPEG, which has 8)
+    from its header only; None when the header cannot be read."""
     try:
         from PIL import Image  # a scikit-image dependency; only image headers are read here
 
         with Image.open(path) as image:
             width, height = image.size
-            return width * height * max(3, len(image.getbands())) * 2
+            sample_bytes = 1 if image.format == "JPEG" else 2
+            return width * height * max(3, len(image.getbands())) * sample_bytes
     except Exception:                # noqa: BLE001 - unknown format: no estimate
         return None
 
