@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -341,7 +340,7 @@ def validate(opt: dict, phase: str = "train") -> dict:
             not method_given or (isinstance(method_given, dict) and "type" not in method_given)):
         opt["method"] = dict(method_given or {})  # valid/test: type (and training keys) from the checkpoint
     else:
-        from amcfd.analysis.auto import auto_options  # 'auto' values are chosen at training (analysis/auto.py)
+        from amcfd.noise.auto import auto_options  # 'auto' values are chosen at training (noise/auto.py)
 
         auto = auto_options(opt["method"]) if isinstance(opt["method"], dict) and "type" in opt["method"] else []
         _check_registry_entry({k: v for k, v in opt["method"].items() if k not in auto}, METHODS, "method")
@@ -384,19 +383,11 @@ def load_options(path: str | os.PathLike, overrides: Iterable[str] = (), phase: 
 
 
 # ----------------------------------------------------------------------------- saving
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def save_options(opt: dict, folder: Path, extra: dict | None = None) -> None:
     """Write the resolved options into ``folder``/options.yml, and the command line, version, git commit
     and ``extra`` (e.g. the ``auto`` choices and what they were measured from) into run.yml."""
     from amcfd import __version__
+    from amcfd.provenance import git_commit
 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "options.yml", "w") as f:

@@ -3,8 +3,8 @@
     python scripts/noise_report.py FOLDER [--max-images N] [--json OUT]
 
 Prints one row per image (noise std in 8-bit levels, normalised noise correlation at lags 1, 2, 3 px), the
-medians and the choices of ``amcfd.analysis.noise.suggest_choices`` (what ``auto`` options pick in training).
-Measured from the noisy images alone (method and its bias: amcfd/analysis/noise.py). Bad input: one line
+medians and the choices of ``amcfd.noise.estimate.suggest_choices`` (what ``auto`` options pick in training).
+Measured from the noisy images alone (method and its bias: amcfd/noise/estimate.py). Bad input: one line
 ``error: ...`` on stderr and exit code 2; files that are not images, or cannot be read or measured, are skipped
 with a warning.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amcfd.analysis.noise import measure_folder  # noqa: E402
 from amcfd.cli import EXIT_CONFIG  # noqa: E402
 from amcfd.data.imageio import is_image_file, list_images  # noqa: E402
+from amcfd.noise.estimate import measure_folder  # noqa: E402
 
 LAGS = (1, 2, 3)
 

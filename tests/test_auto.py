@@ -1,4 +1,4 @@
-"""'auto' options (analysis/auto.py): chosen from the training images' noise, logged, saved, overridable."""
+"""'auto' options (noise/auto.py): chosen from the training images' noise, logged, saved, overridable."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from amcfd.analysis.auto import auto_options, resolve_auto
 from amcfd.data.folders import NoisyFolder
 from amcfd.data.imageio import write_image
 from amcfd.engine.inference import build_denoiser
 from amcfd.engine.trainer import Trainer
+from amcfd.noise.auto import auto_options, resolve_auto
 from amcfd.options import load_options, validate
 from amcfd.registry import ConfigError
 
@@ -85,7 +85,7 @@ def test_auto_is_refused_where_nothing_chooses_it(tmp_path):
 
 
 def test_large_images_are_measured_on_their_central_region(monkeypatch):
-    import amcfd.analysis.auto as auto
+    import amcfd.noise.auto as auto
 
     rng = np.random.default_rng(1)
     image = np.clip(128 + 20 * rng.standard_normal((300, 260, 3)), 0, 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Noise estimators of amcfd/analysis/noise.py on synthetic noise with a known level and correlation.
+"""Noise estimators of amcfd/noise/estimate.py on synthetic noise with a known level and correlation.
 
 Tolerances (errors measured when written, seeded):
 - i.i.d. Gaussian, std 2 / 5 / 15 (8-bit levels), on a flat grey image and on skimage's camera (256x256):
@@ -19,7 +19,9 @@ import torch
 from scipy.ndimage import convolve, gaussian_filter
 from scipy.signal import correlate2d
 
-from amcfd.analysis.noise import (
+from amcfd.data.imageio import write_image
+from amcfd.data.synthetic import camera_pipeline, load_sample_image
+from amcfd.noise.estimate import (
     measure_folder,
     noise_correlation,
     noise_level,
@@ -27,8 +29,6 @@ from amcfd.analysis.noise import (
     suggest_choices,
     suggest_pd_strides,
 )
-from amcfd.data.imageio import write_image
-from amcfd.data.synthetic import camera_pipeline, load_sample_image
 
 SIZE = 256
 

@@ -65,8 +65,8 @@ FOLDER_SAMPLING = {"crop_size": 128, "augment": True, "repeat": 100, "batch_size
 # ----------------------------------------------------------------------------- classical references
 def _per_image_uint8(x: torch.Tensor, filter_image) -> torch.Tensor:
     """``filter_image(u8, sigma)`` on each image of (B, C, H, W) in [0, 1] as an HxWxC uint8 array, with
-    ``sigma`` its noise level in 0..255 (analysis/noise.py, measured on the noisy image itself)."""
-    from amcfd.analysis.noise import noise_level
+    ``sigma`` its noise level in 0..255 (noise/estimate.py, measured on the noisy image itself)."""
+    from amcfd.noise.estimate import noise_level
 
     out = []
     for image in x:

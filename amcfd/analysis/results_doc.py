@@ -11,27 +11,15 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
+from amcfd.provenance import git_commit
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = "docs/results.md"
 _DOC_TITLE = "# Results\n\nMeasured numbers, one section per script; each section names the command that wrote it.\n"
-
-
-def git_commit(repo: Path = REPO) -> str:
-    """``abc1234``, ``abc1234 + uncommitted changes``, or ``unknown`` (no git / not a repository)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain"))  # untracked files count: results may come from them
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} + uncommitted changes" if dirty else commit
 
 
 def cpu_description() -> str:

@@ -12,12 +12,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from amcfd.analysis.auto import AUTO
 from amcfd.archs import build_arch, load_weights
 from amcfd.data.loader import eval_loader
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
 from amcfd.metrics import metric_label
+from amcfd.noise.auto import AUTO
 from amcfd.options import DEFAULTS, merge, split_loader_keys
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 

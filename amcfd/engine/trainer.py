@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from amcfd.analysis.auto import auto_summary, resolve_auto
 from amcfd.archs import build_arch, input_channels, input_channels_option
 from amcfd.data.loader import SeededSamples, train_loader
 from amcfd.engine import dist
@@ -40,6 +39,7 @@ from amcfd.engine.inference import (
     tiled_denoise,
 )
 from amcfd.engine.logger import ExperimentLogger
+from amcfd.noise.auto import auto_summary, resolve_auto
 from amcfd.options import save_options
 from amcfd.registry import ConfigError
 

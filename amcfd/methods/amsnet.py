@@ -198,7 +198,7 @@ class AMSNet(Method):
         recharge_quantile: the quantile of the local residual energy taken as the noise floor (0.05).
     """
 
-    AUTO_OPTIONS = ("pd_train", "pd_test", "recharge")   # may be 'auto': chosen from the noise (analysis/auto.py)
+    AUTO_OPTIONS = ("pd_train", "pd_test", "recharge")   # may be 'auto': chosen from the noise (noise/auto.py)
 
     def __init__(self, net: nn.Module, pd_train: int = 5, pd_test: int = 2, num_masks: int = 2,
                  train_branch: int = 0, mask_mode: str = "pixel", mask_ratio=None,

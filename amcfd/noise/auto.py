@@ -1,9 +1,9 @@
 """``auto`` option values: choices made from the training images' noise before training starts.
 
 A method lists the options that may be ``auto`` in its class attribute ``AUTO_OPTIONS`` (AMSNet: pd_train,
-pd_test, recharge). ``resolve_auto`` measures the noise of the training set's noisy images (``analysis.noise``:
+pd_test, recharge). ``resolve_auto`` measures the noise of the training set's noisy images (``noise.estimate``:
 level and correlation at 1-3 px, medians over at most ``MAX_IMAGES`` whole images, never a clean image), turns
-the measurement into values (``analysis.noise.suggest_choices``), writes them into the options (so options.yml
+the measurement into values (``noise.estimate.suggest_choices``), writes them into the options (so options.yml
 and the checkpoint hold plain values) and returns what it measured and chose, for the log and run.yml. A value
 given in the options is never touched: an override wins. The same images give the same choices (no randomness).
 """
@@ -13,7 +13,7 @@ import copy
 
 import numpy as np
 
-from amcfd.analysis.noise import suggest_choices
+from amcfd.noise.estimate import suggest_choices
 from amcfd.registry import METHODS, ConfigError
 
 AUTO = "auto"
@@ -35,11 +35,11 @@ def auto_options(method_cfg: dict) -> list[str]:
 
 
 def measure_dataset(dataset, max_images: int = MAX_IMAGES) -> dict:
-    """analysis.noise.measure_folder on a dataset's whole noisy images (``image_arrays``), evenly spaced."""
+    """noise.estimate.measure_folder on a dataset's whole noisy images (``image_arrays``), evenly spaced."""
     import torch
 
-    from amcfd.analysis.noise import measure_folder
     from amcfd.data.imageio import raw_to_float, to_tensor
+    from amcfd.noise.estimate import measure_folder
 
     if not hasattr(dataset, "image_arrays"):
         raise ConfigError(f"'auto' options need whole training images; dataset {type(dataset).__name__} "

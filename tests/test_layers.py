@@ -1,0 +1,23 @@
+"""The layers: the core (engine, options, data, methods, noise) never imports the reporting package."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_core_does_not_import_the_reporting_package():
+    code = ("import sys, amcfd.engine.trainer, amcfd.engine.inference, amcfd.engine.teacher, amcfd.options, "
+            "amcfd.data, amcfd.methods, amcfd.noise.auto, amcfd.denoise, amcfd.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('amcfd.analysis')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_core_module_names_the_reporting_package():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "amcfd"
+    core = [p for d in ("engine", "data", "methods", "noise") for p in (root / d).rglob("*.py")] + [root / "options.py"]
+    offenders = [str(p.relative_to(root)) for p in core if "amcfd.analysis" in p.read_text()]
+    assert offenders == []
