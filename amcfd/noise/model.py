@@ -5,8 +5,10 @@
 - ``sigma_c(mu)``: the level per channel c as a function of intensity mu (real sRGB noise depends on the
   signal), piecewise linear over ``BINS`` intensity bins. Each flat 16x16 tile gives one variance sample: its
   plane-fit residual energy divided by what the fit leaves of unit-variance noise of the measured correlation,
-  E|r|^2 / P^2 = sum_l A[0, l] rho(l) (estimate.py's bias matrix A). Per bin and channel the flattest tiles
-  (the lowest energy of their neighbours, as in estimate.py) are averaged; bins without tiles take the
+  E|r|^2 / P^2 = sum_l A[0, l] rho(l) (estimate.py's bias matrix A). The flattest ``fraction`` of all tiles
+  (the lowest energy of their neighbours, as in estimate.py) are binned by intensity and averaged per bin and
+  channel (a share per bin instead would take textured tiles in bins that have few flat ones); bins without
+  enough tiles take the
   least-squares line var = a mu + b through the others (Poisson-Gaussian). Each bin's level is placed at the
   mean intensity of the tiles it averages, not at the bin centre (flat tiles may sit low or high in a bin).
   Tiles of 16x16 and lags up to 5 (not estimate.py's 8x8 and 3): real camera noise has parts correlated beyond
@@ -100,12 +102,13 @@ def fit_noise_model(images, max_lag: int = 5, patch: int = 16, fraction: float =
     centres = 0.5 * (edges[:-1] + edges[1:])
     intensity = np.tile(centres, (means.shape[1], 1))
     variance = np.full((means.shape[1], bins), np.nan)
+    usable = np.nonzero(np.isfinite(flatness))[0]
+    flat = usable[np.argsort(flatness[usable])[:max(min_tiles, int(fraction * len(usable)))]]
     for ch in range(means.shape[1]):
-        which = np.clip(np.digitize(means[:, ch], edges) - 1, 0, bins - 1)
+        which = np.clip(np.digitize(means[flat, ch], edges) - 1, 0, bins - 1)
         for k in range(bins):
-            idx = np.nonzero((which == k) & np.isfinite(flatness))[0]
-            if len(idx) >= min_tiles:
-                flattest = idx[np.argsort(flatness[idx])[:max(min_tiles, int(fraction * len(idx)))]]
+            flattest = flat[which == k]
+            if len(flattest) >= min_tiles:
                 # the samples' own mean intensity, not the bin centre: flat tiles may sit low or high in a bin
                 intensity[ch, k], variance[ch, k] = means[flattest, ch].mean(), samples[flattest, ch].mean()
         known = np.isfinite(variance[ch])
