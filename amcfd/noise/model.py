@@ -8,9 +8,9 @@
   E|r|^2 / P^2 = sum_l A[0, l] rho(l) (estimate.py's bias matrix A). The flattest ``fraction`` of all tiles
   (the lowest energy of their neighbours, as in estimate.py) are binned by intensity and averaged per bin and
   channel (a share per bin instead would take textured tiles in bins that have few flat ones); bins without
-  enough tiles take the
-  least-squares line var = a mu + b through the others (Poisson-Gaussian). Each bin's level is placed at the
-  mean intensity of the tiles it averages, not at the bin centre (flat tiles may sit low or high in a bin).
+  enough tiles take the least-squares line var = a mu + b through the others (Poisson-Gaussian). Each bin's
+  level is placed at the mean intensity of the tiles it averages, not at the bin centre (flat tiles may sit
+  low or high in a bin).
   Tiles of 16x16 and lags up to 5 (not estimate.py's 8x8 and 3): real camera noise has parts correlated beyond
   3 px, which a plane fit on small tiles absorbs, so smaller tiles underestimate the level of real photos.
 - ``k``: the spatial correlation, a (2L+1)^2 kernel whose autocorrelation is the measured normalised
