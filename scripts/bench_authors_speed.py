@@ -66,8 +66,6 @@ def authors_pipelines(code: Path, weights: dict) -> dict:
         import einops  # noqa: F401
     except ImportError:
         sys.exit("their Restormer needs einops: pip install einops")
-    if not (code / "codes" / "model.py").is_file():
-        sys.exit(f"--authors-code {code}: no codes/model.py (a checkout of github.com/lll143653/amsnet)")
     _stub_modules()
     sys.path.insert(0, str(code))
     from codes.model import MultiMaskPdDn
@@ -103,6 +101,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_authors_speed.json")
     p.add_argument("--write-docs", action="store_true", help="also the section of docs/results.md")
     args = p.parse_args(argv)
+    if not (args.authors_code / "codes" / "model.py").is_file():
+        p.error(f"--authors-code {args.authors_code}: no codes/model.py (a checkout of github.com/lll143653/amsnet)")
+    if min(args.size, args.threads, args.reps, args.reps_e) < 1:
+        p.error("--size, --threads, --reps and --reps-e must be at least 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net = build_arch({"type": "Restormer", "preset": "published"}).eval()

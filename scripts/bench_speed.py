@@ -3,18 +3,27 @@
     python scripts/bench_speed.py                                     # both pairs, 256 and 512, the photo
     python scripts/bench_speed.py --pairs cpu --sizes 256 --reps 3 --skip-photo   # a quick look
     python scripts/bench_speed.py --write-docs                        # also the section in docs/results.md
+    python scripts/bench_speed.py --pairs cpu --sizes 512 --skip-photo --schedules batched looped one-forward
 
 Pairs (teacher network / student network; random weights: the weights do not change the speed):
   paper: Restormer ``published`` (AMSNet's default denoiser) / NAFNet ``amcfd_student`` (20.1M, the paper's
          NAFNet student size);
   cpu:   NAFNetBase ``small`` (the demo's teacher, options/train/demo.yml) / NAFNet ``cpu_student``.
-Teacher variants, all the ``AMSNet`` method's ``denoise`` with its default batching (amcfd/methods/amsnet.py):
+Teacher variants, all the ``AMSNet`` method's ``denoise`` (amcfd/methods/amsnet.py), batched as --schedules says:
   B   = P_2 multi-mask inference (k = 2 complementary masks, pd_test --pd-test, default 2 as the paper;
         the demo itself infers at P_1);
   B-E = B + R^3 (8 copies, p = 0.16, each copy through the multi-mask pipeline at stride 1);
   P-E = the fine-tuned AMSNet-P with R^3: the same computation as B-E on other weights, timed separately
         (a second network, other random weights) unless --skip-pe.
 Student: one forward of the student network (eval mode, no gradients).
+Schedules (--schedules, default batched) of the teacher's forwards, each a row of its own ("B looped", ...):
+  batched      the default: branches and R^3 copies as one batch, in automatic chunks (about 128x128 pixels of
+               images on CPU) run by one worker thread per torch thread (amcfd/ops/batching.py);
+  one-worker   the same chunks, one after another;
+  one-forward  every branch and copy in a single forward;
+  looped       one forward per branch and per R^3 copy, on all torch threads.
+--tune-malloc keeps freed memory in glibc's heap (no trimming, one arena): large activations are reused instead of
+unmapped and page-faulted back in at every forward, which changes CPU times and the schedules' ratios.
 Sizes: --sizes (square, batch 1) for both pairs; plus a 4000x3000 "photo" for the cpu pair only (student
 and teacher B-E), denoised in --tile x --tile tiles (--tile-overlap, default 32) by
 ``amcfd.engine.inference.tiled_denoise`` (unless --skip-photo; the teacher takes minutes on CPU).
@@ -34,6 +43,7 @@ with --write-docs also the section "Speed: AMSNet teacher vs single-pass student
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shlex
@@ -59,6 +69,8 @@ PAIRS = {
 }
 PHOTO = (3000, 4000)  # H, W of a 12-megapixel photo
 PHOTO_PAIRS = ("cpu",)
+SCHEDULES = {"batched": {}, "one-worker": {"workers": 1}, "one-forward": {"chunk_size": 0},
+             "looped": {"batched": False, "chunk_size": 0}}        # AMSNet's batching options
 DOC_TITLE = "Speed: AMSNet teacher vs single-pass student"
 COLUMNS = ["device", "pair", "size", "teacher variant", "teacher ms", "student ms", "ratio", "paired ratio"]
 
@@ -79,12 +91,19 @@ def build_nets(pair: str, device: torch.device, with_pe: bool, seed: int) -> dic
     return nets
 
 
-def teacher_pipelines(nets: dict, pd_test: int, variants: tuple[str, ...]) -> dict[str, Callable]:
-    """{variant: denoise function} for the AMSNet teacher variants asked for (B, B-E, P-E)."""
-    methods = {"B": lambda: AMSNet(nets["teacher"], pd_test=pd_test, r3=False),
-               "B-E": lambda: AMSNet(nets["teacher"], pd_test=pd_test, r3=True, r3_copies=8),
-               "P-E": lambda: AMSNet(nets["teacher_p"], pd_test=pd_test, r3=True, r3_copies=8)}
-    return {v: methods[v]().eval().denoise for v in variants}
+def teacher_pipelines(nets: dict, pd_test: int, variants: tuple[str, ...],
+                      schedules: tuple[str, ...] = ("batched",)) -> dict[str, Callable]:
+    """{row name: denoise function} of the AMSNet teacher variants asked for (B, B-E, P-E) under each batching
+    schedule; the default schedule's rows are named after the variant alone, the others 'B looped' etc."""
+    settings = {"B": ("teacher", {"r3": False}), "B-E": ("teacher", {"r3": True, "r3_copies": 8}),
+                "P-E": ("teacher_p", {"r3": True, "r3_copies": 8})}
+    pipelines = {}
+    for schedule in schedules:
+        for v in variants:
+            net, kwargs = settings[v]
+            name = v if schedule == "batched" else f"{v} {schedule}"
+            pipelines[name] = AMSNet(nets[net], pd_test=pd_test, **kwargs, **SCHEDULES[schedule]).eval().denoise
+    return pipelines
 
 
 def tiled(fn: Callable, tile: int, overlap: int) -> Callable:
@@ -169,6 +188,17 @@ def devices(names: list[str]) -> list[torch.device]:
     return out
 
 
+def tune_glibc_malloc() -> None:
+    """glibc only: keep freed memory in one arena (mmap threshold 1 GiB, no trimming, one arena), so
+    large activations are reused instead of unmapped and page-faulted back in at every forward."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+          and libc.mallopt(m_arena_max, 1))
+    if not ok:
+        raise RuntimeError("mallopt refused the settings")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=["paper", "cpu"])
@@ -185,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tile", type=int, default=512, help="tile size for the photo (overlap --tile-overlap)")
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--pd-test", type=int, default=2, help="PD stride of the teacher's inference (paper: 2)")
+    p.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=["batched"],
+                   help="batching schedules of the teacher's forwards (default: batched, the engine's)")
+    p.add_argument("--tune-malloc", action="store_true", help="glibc: reuse freed memory instead of returning it")
     p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu", "cuda"],
                    help="cpu and, when available, cuda (default both)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -194,7 +227,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true",
                    help=f"write the section '{DOC_TITLE} (<pairs>)' of docs/results.md")
     p.add_argument("--docs-path", type=Path, default=Path("docs/results.md"), help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, value, least in (("--sizes", min(args.sizes), 1), ("--reps", args.reps, 1),
+                               ("--reps-slow", args.reps_slow, 1), ("--pd-test", args.pd_test, 1),
+                               ("--threads", args.threads, 1), ("--tile", args.tile, 0),
+                               ("--tile-overlap", args.tile_overlap, 0), ("--warmup-size", args.warmup_size, 0)):
+        if value is not None and value < least:
+            p.error(f"{name} must be at least {least}, got {value}")
+    return args
 
 
 def write_outputs(rows: list[dict], meta: dict, out: Path, complete: bool) -> str:
@@ -217,6 +257,8 @@ def write_outputs(rows: list[dict], meta: dict, out: Path, complete: bool) -> st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tune_malloc:
+        tune_glibc_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = shlex.join(["python", "scripts/bench_speed.py", *(sys.argv[1:] if argv is None else argv)])
@@ -235,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices(args.devices):
         for pair in args.pairs:
             nets = build_nets(pair, device, not args.skip_pe, args.seed)
-            teachers = teacher_pipelines(nets, args.pd_test, variants)
+            teachers = teacher_pipelines(nets, args.pd_test, variants, tuple(args.schedules))
             student = nets["student"]
             info = {"teacher_net": PAIRS[pair][0], "student_net": PAIRS[pair][1],
                     "teacher_params": _params(nets["teacher"]), "student_params": _params(student)}
@@ -247,14 +289,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {size}x{size}", flush=True)
                 warm_x = x[..., :args.warmup_size, :args.warmup_size] if args.warmup_size else None
                 cases = time_case(teachers, student, x, args.reps, args.reps_slow, args.slow_after, warm_x=warm_x,
-                                  no_warmup=("P-E",) if "B-E" in teachers else ())
+                                  no_warmup=tuple(t for t in teachers if t.startswith("P-E") and "B-E" in variants))
                 add_rows(cases, device=device.type, pair=pair, size=f"{size}x{size}", **info)
             if pair in PHOTO_PAIRS and not args.skip_photo:
                 h, w = PHOTO
                 x = torch.rand(1, 3, h, w, generator=gen).to(device)
                 tile, overlap = args.tile, args.tile_overlap
                 print(f"  photo {w}x{h}, tiles {tile} (overlap {overlap})", flush=True)
-                photo_teacher = {"B-E": tiled(teachers["B-E"], tile, overlap)}
+                photo_teacher = {name: tiled(fn, tile, overlap) for name, fn in teachers.items()
+                                 if name.split()[0] == "B-E"}
                 photo_student = tiled(student, tile, overlap)
                 warm_x = x[..., :min(tile, h), :min(tile, w)] if tile > 0 else x
                 cases = time_case(photo_teacher, photo_student, x, args.reps, args.reps_slow, args.slow_after,
@@ -273,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         path = update_section(title, f"{table}\n\n{notes}", command, args.docs_path)
         print(f"wrote section '{title}' of {path}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,6 +85,8 @@ def measure(case: dict, malloc_threshold: int | None = None) -> dict:
 def size(text: str) -> tuple[int, int]:
     """'4000x3000' (W x H) -> (H, W)."""
     w, h = (int(v) for v in text.lower().split("x"))
+    if min(w, h) < 1:
+        raise ValueError(text)
     return h, w
 
 
@@ -100,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--malloc-threshold", type=int, help="glibc MALLOC_MMAP_THRESHOLD_ (bytes) for the cases")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.tile < 1 or not 0 <= args.overlap < args.tile:
+        p.error(f"--tile must be at least 1 and --overlap from 0 to tile - 1, got {args.tile} and {args.overlap}")
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0

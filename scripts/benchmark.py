@@ -1,9 +1,13 @@
 """Every method on one set of real noise, trained the same way: a table, a JSON and a quality-vs-time plot.
 
+Every quality number of docs/results.md comes from here, with a preset of options/bench/ (its commands: the top
+of docs/results.md):
+
     python scripts/benchmark.py -opt options/bench/real.yml                    # CPU preset: CC15, small networks
     python scripts/benchmark.py -opt options/bench/real_gpu.yml                # GPU preset: the papers' networks, SIDD
     python scripts/benchmark.py -opt options/bench/real.yml --set data.root=../shared/data/polyu data.images=30 \\
         name=polyu30_cpu
+    python scripts/benchmark.py -opt options/bench/bilateral.yml --set data=synthetic name=bilateral_synthetic
     python scripts/benchmark.py -opt options/bench/real.yml --force AT-BSN     # retrain one stage (and its users)
     python scripts/benchmark.py -opt options/bench/real.yml --only AT-BSN "AT-BSN(D)"   # some entries only
     python scripts/benchmark.py -opt options/bench/real.yml --write-docs --readme   # docs/results.md, README
@@ -55,8 +59,9 @@ def main(argv=None) -> int:
 
 
 def run(args, argv) -> int:
-    from amcfd.analysis.benchmark import Benchmark, load_benchmark, write_readme_table, write_reports
-    from amcfd.analysis.results_doc import command_line, update_section
+    from amcfd.analysis.benchmark import Benchmark, load_benchmark
+    from amcfd.analysis.report import write_reports
+    from amcfd.analysis.results_doc import benchmark_section, command_line, write_readme_table
     from amcfd.registry import ConfigError
 
     try:
@@ -71,13 +76,7 @@ def run(args, argv) -> int:
     print(out["table"])
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")
     if args.write_docs:
-        import shutil
-
-        figure = REPO / "docs" / "images" / f"benchmark_{cfg['name']}.png"
-        update_section(f"Benchmark: {cfg['name']}", out["header"].split("\n", 2)[-1].strip()
-                       + f"\n\n![PSNR against ms per image](images/{figure.name})\n\n" + out["table"], command)
-        figure.parent.mkdir(parents=True, exist_ok=True)     # after the section: its provenance sees the tree as is
-        shutil.copyfile(out["png"], figure)
+        benchmark_section(cfg["name"], out["header"], out["table"], out["png"], command)
     if args.readme:
         write_readme_table(REPO / "README.md", cfg["name"], rows, command)
     failed = [k for k, v in rows.items() if "failed" in v]

@@ -25,6 +25,7 @@ from amcfd.data.synthetic import SyntheticCameraNoise  # noqa: E402
 from amcfd.engine.inference import build_denoiser  # noqa: E402
 from amcfd.metrics import psnr  # noqa: E402
 from amcfd.options import validate  # noqa: E402
+from amcfd.registry import ConfigError  # noqa: E402
 
 
 def labelled(tile: np.ndarray, text: str, band: int = 22) -> np.ndarray:
@@ -36,20 +37,26 @@ def labelled(tile: np.ndarray, text: str, band: int = 22) -> np.ndarray:
     return out.astype(np.float32) / 255
 
 
-def main(argv=None) -> Path:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=str(REPO / "experiments/demo/models"),
                    help="a checkpoint or a models/ folder (default: the demo's)")
-    p.add_argument("--image", default="chelsea", help="held-out demo image (coffee | chelsea)")
+    p.add_argument("--image", default="chelsea", choices=["coffee", "chelsea"], help="held-out demo image")
     p.add_argument("--crop", type=int, nargs=3, default=[60, 150, 200], metavar=("TOP", "LEFT", "SIZE"))
     p.add_argument("--out", default=str(REPO / "docs/images/demo_before_after.png"))
     args = p.parse_args(argv)
+    top, left, size = args.crop
+    if min(top, left) < 0 or size < 1:
+        p.error(f"--crop: TOP and LEFT must be at least 0 and SIZE at least 1, got {top} {left} {size}")
+    try:
+        opt = validate({"name": "figure", "device": "cpu", "path": {"pretrain_network": args.checkpoint}}, "test")
+        _, denoise = build_denoiser(opt)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     item = next(it for it in SyntheticCameraNoise(images=[args.image], with_clean=True, seed=100))
-    opt = validate({"name": "figure", "device": "cpu", "path": {"pretrain_network": args.checkpoint}}, "test")
-    _, denoise = build_denoiser(opt)
     with torch.no_grad():
         denoised = denoise(item["noisy"][None])[0]
-    top, left, size = args.crop
     window = (slice(None), slice(top, top + size), slice(left, left + size))
     reference = item["clean"][window][None]
     tiles = []
@@ -61,8 +68,8 @@ def main(argv=None) -> Path:
     figure = np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
     out = write_image(args.out, np.clip(figure, 0, 1))
     print(f"wrote {out}")
-    return out
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -93,23 +93,3 @@ def test_workers_option_is_checked():
 
     with pytest.raises(ConfigError, match="method.workers"):
         AMSNet(Recorder(), workers=0)
-
-
-def test_bench_amsnet_times_the_engine_pipeline(tmp_path):
-    import json
-
-    from test_data_scripts import load_script
-
-    bench = load_script("bench_amsnet")
-    out = tmp_path / "bench.json"
-    before = torch.get_num_threads()
-    try:
-        assert bench.main(["--time-size", "32", "--reps", "1", "--r3-copies", "2", "--threads", "2",
-                           "--out", str(out)]) == 0
-    finally:
-        torch.set_num_threads(before)
-    report = json.loads(out.read_text())
-    assert "quality" not in report and set(report["timing_ms"]) == {"B", "B-E"}
-    for row in report["timing_ms"].values():
-        assert row["looped_ms"] > 0 and row["speedup_batched_auto_vs_looped"] > 0
-        assert 0 < row["paired_speedup_min"] <= row["paired_speedup_median"]

@@ -76,3 +76,20 @@ def test_bench_speed_tiled_photo_path(tmp_path, monkeypatch):
 def test_provenance_command_is_quoted_for_a_shell():
     command = command_line("/x/scripts/benchmark.py", ["--only", "AT-BSN(D)", "--force", "noisy input"])
     assert command == "python scripts/benchmark.py --only 'AT-BSN(D)' --force 'noisy input'"
+
+
+def test_bench_speed_times_the_teachers_batching_schedules(tmp_path):
+    """--schedules: the engine's batched pipeline against one forward per branch and R3 copy (looped) and the
+    other schedules, each a row timed against the student."""
+    bench = _load_script("bench_speed")
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--pairs", "cpu", "--sizes", "32", "--reps", "1", "--skip-photo", "--skip-pe",
+                           "--devices", "cpu", "--threads", "1", "--schedules", *bench.SCHEDULES,
+                           "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["B", "B-E", "B one-worker", "B-E one-worker", "B one-forward",
+                                            "B-E one-forward", "B looped", "B-E looped"]
+    assert all(r["teacher_ms"] > 0 and r["ratio"] > 0 for r in rows)

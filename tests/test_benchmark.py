@@ -1,5 +1,5 @@
-"""scripts/benchmark.py and amcfd/analysis/benchmark.py on tiny pairs: trained stages through the engine, a
-distilled student from a teacher stage, classical rows, a failing entry, reruns that keep work, and the reports."""
+"""scripts/benchmark.py and amcfd/analysis/ on tiny pairs: trained stages through the engine, a distilled student
+from a teacher stage, classical rows, a failing entry, reruns that keep work, the reports and the cost counts."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from amcfd.analysis.benchmark import Benchmark, load_benchmark, markdown, nlm, pareto_front
+from amcfd.analysis.benchmark import Benchmark, dataset_entries, load_benchmark
+from amcfd.analysis.classical import bilateral, nlm
+from amcfd.analysis.report import markdown, pareto_front
 from amcfd.registry import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +115,7 @@ def test_a_stage_whose_loss_rose_is_reported_with_the_trainers_warning(tmp_path,
     assert report["stages"]["AMSNet"]["warning"] == "the training loss has risen (iteration 3)"
     assert "AMSNet 3 steps" in (text := (tmp_path / "work" / "tiny.md").read_text())
     assert "(warning: the training loss has risen (iteration 3))" in text
+    assert "(auto: method.pd_test = 1 (from 2 training images" in text      # what 'auto' chose, and from what
 
 
 def test_config_errors_name_the_option(tmp_path):
@@ -129,6 +132,8 @@ def test_config_errors_name_the_option(tmp_path):
         load_benchmark(good, ["budgt={}"])
     with pytest.raises(ConfigError, match="methods\\[0\\].rows' \\(a\\) must map each row's label"):
         load_benchmark(good, ["methods=[{name: a, classical: nlm, rows: {one, two: {}}}]"])   # a comma in a label
+    with pytest.raises(ConfigError, match="option 'data' must be"):
+        load_benchmark(good, ["data=cc15"])
     assert load_script().main(["-opt", str(tmp_path / "none.yml")]) == 2
 
 
@@ -148,8 +153,11 @@ def test_markdown_marks_failures_and_front():
             "slow": {"psnr": 29.0, "ms_per_image": 9.0, "per_image": per, "kind": "trained"},
             "bad": {"failed": "RuntimeError: boom"}}
     text = markdown({"metrics": ["psnr"]}, rows)
-    assert "| fast | 30.00 | +2.00 | 1 |" in text and "| yes |" in text
-    assert "| slow | 29.00 | +1.00 | 9 |" in text and "failed: RuntimeError: boom" in text
+    assert "| fast | 30.00 | +2.00 | 0 | 1 |" in text and "| yes |" in text
+    assert "| slow | 29.00 | +1.00 | 0 | 9 |" in text and "failed: RuntimeError: boom" in text
+    rows["slow"]["per_image"] = {"a": {"psnr": 29.6}}                      # 0.4 dB below its noisy input
+    rows["noisy input"]["per_image"] = {"a": {"psnr": 30.0}}
+    assert "| slow | 29.00 | +1.00 | 1 | 9 |" in markdown({"metrics": ["psnr"]}, rows)
 
 
 def test_classical_and_imported_rows_from_code(tmp_path):
@@ -171,7 +179,7 @@ def test_classical_and_imported_rows_from_code(tmp_path):
 
 
 def test_readme_table_is_written_between_its_markers(tmp_path):
-    from amcfd.analysis.benchmark import README_BEGIN, README_END, write_readme_table
+    from amcfd.analysis.results_doc import README_BEGIN, README_END, write_readme_table
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
@@ -193,3 +201,33 @@ def test_only_keeps_the_named_entries_and_what_they_need(tmp_path):
     assert [e["name"] for e in cfg["methods"]] == ["AMSNet", "student", "NLM"]
     with pytest.raises(ConfigError, match="--only: no entry named 'nope'"):
         load_benchmark(good, only=["nope"])
+
+
+def test_synthetic_data_is_the_demos_training_images_and_held_out_pairs(tmp_path):
+    cfg = load_benchmark(write_config(tmp_path, METHODS[:1]), ["data=synthetic"])
+    train, evaluation = dataset_entries(cfg)
+    assert train["type"] == evaluation["type"] == "SyntheticCameraNoise" and evaluation["with_clean"]
+    assert evaluation["images"] == ["coffee", "chelsea"] and "coffee" not in train["images"]
+
+
+def test_bilateral_rows_with_fixed_settings_are_opencvs_filter():
+    """A grid row (fixed sigma_color) is cv2.bilateralFilter on the 8-bit image: DistillCoarse's BF(I_N)."""
+    from amcfd.ops.bilateral import bilateral_filter
+
+    u8 = np.random.default_rng(3).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    x = torch.from_numpy(u8).permute(2, 0, 1).float()[None] / 255
+    out = bilateral(x, diameter=7, sigma_color=30, sigma_space=3)
+    expected = cv2.bilateralFilter(u8, 7, 30.0, 3)
+    np.testing.assert_array_equal(np.round(out[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), expected)
+    assert (bilateral_filter(x, 7, 30, 3) * 255 - out * 255).abs().max() <= 1
+
+
+def test_cost_counts_parameters_and_flops():
+    from amcfd.analysis.cost import gflops, network_cost, parameter_count
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert parameter_count(conv) == 8 * 3 * 9 + 8
+    assert gflops(conv, torch.rand(1, 3, 16, 16)) == pytest.approx(2 * 8 * 3 * 9 * 16 * 16 / 1e9)
+    threads = torch.get_num_threads()
+    cost = network_cost({"type": "DnCNN", "preset": "small"}, size=32)
+    assert torch.get_num_threads() == threads and cost["params"] > 0 and cost["gmacs"] == cost["gflops"] / 2 > 0

@@ -1,4 +1,5 @@
-"""Sections of ``docs/results.md``, each written by the script that measured it.
+"""What the measuring scripts write into the repository's documents: sections of ``docs/results.md``, and the
+benchmark's short table in README.md.
 
     update_section("Speed: teacher vs student", table_markdown, "python scripts/bench_speed.py ...")
 
@@ -16,10 +17,11 @@ from pathlib import Path
 import torch
 
 from amcfd.provenance import git_commit
+from amcfd.registry import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = "docs/results.md"
-_DOC_TITLE = "# Results\n\nMeasured numbers, one section per script; each section names the command that wrote it.\n"
+_DOC_TITLE = "# Results\n\nMeasured numbers, one section per command; each section names the command that wrote it.\n"
 
 
 def cpu_description() -> str:
@@ -98,3 +100,41 @@ def update_section(title: str, body: str, command: str, path: str | Path = DEFAU
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
     return path
+
+
+def benchmark_section(name: str, header: str, table: str, plot: Path, command: str, path: str | Path = DEFAULT_DOC,
+                      repo: Path = REPO) -> Path:
+    """The section ``## Benchmark: name`` of a benchmark run (``report.write_reports``: its header without the
+    provenance line, the plot, copied to docs/images/benchmark_<name>.png, and the tables)."""
+    import shutil
+
+    figure = repo / "docs" / "images" / f"benchmark_{name}.png"
+    summary = header.split("\n", 2)[-1].strip()            # without the provenance line
+    body = f"{summary}\n\n![PSNR against ms per image](images/{figure.name})\n\n{table}"
+    written = update_section(f"Benchmark: {name}", body, command, path, repo)
+    figure.parent.mkdir(parents=True, exist_ok=True)     # after the section: its provenance sees the tree as is
+    shutil.copyfile(plot, figure)
+    return written
+
+
+README_BEGIN, README_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
+
+
+def write_readme_table(readme: Path, name: str, rows: dict, command: str) -> None:
+    """The README's short table (method, PSNR, SSIM, ms per image, parameters) between its two markers."""
+    from amcfd.analysis.report import scored
+
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ConfigError(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to write the table into")
+    noisy = rows["noisy input"]
+    lines = [README_BEGIN, f"*{name}: `{command}` (all numbers and per-image values: docs/results.md)*", "",
+             "| method | PSNR (dB) | SSIM (MATLAB) | ms / image | parameters |", "|---|---|---|---|---|",
+             f"| noisy input | {noisy['psnr']:.2f} | {noisy.get('ssim_matlab', float('nan')):.4f} | | |"]
+    for label, r in scored(rows).items():
+        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
+        lines.append(f"| {label} | {r['psnr']:.2f} | {r.get('ssim_matlab', float('nan')):.4f} | "
+                     f"{r['ms_per_image']:.0f} | {params} |")
+    lines.append(README_END)
+    before, rest = text.split(README_BEGIN, 1)
+    readme.write_text(before + "\n".join(lines) + rest.split(README_END, 1)[1])

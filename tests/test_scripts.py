@@ -1,0 +1,66 @@
+"""Every script of scripts/: a distinct job, --help works, and bad command-line input is one error line (argparse's
+usage may come before it) with exit code 2, before any work starts."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+MISSING = "/no/such/path"
+
+# script: argument lists that must each end in one error line and exit code 2
+BAD_INPUT = {
+    "benchmark": [[], ["-opt", MISSING], ["-opt", "options/bench/bilateral.yml", "--set", "name"]],
+    "bench_speed": [["--pairs", "nope"], ["--reps", "0"], ["--sizes", "64", "0"], ["--tile-overlap", "-1"]],
+    "bench_authors_speed": [[], ["--authors-code", MISSING], ["--authors-code", str(REPO), "--size", "x"]],
+    "bench_tiled_memory": [["--photo", "4000by3000"], ["--photo", "0x3000"], ["--tile", "0"],
+                           ["--tile", "64", "--overlap", "64"]],
+    "profile_step": [[], ["-opt", "options/train/demo.yml", "--steps", "0"], ["-opt", MISSING]],
+    "import_checkpoint": [["--from", "nope", "a.pth", "b.pth"], ["--from", "nbsn", "a.pth"],
+                          ["--from", "nbsn", MISSING, "out.pth"]],
+    "prep_sidd": [["--input", MISSING], ["--input", MISSING, "--output", MISSING, "--size", "0"],
+                  ["--input", MISSING, "--output", MISSING]],
+    "make_sidd_submission": [[], ["-opt", MISSING]],
+    "dnd_submission": [[], ["-opt", MISSING]],
+    "noise_report": [[], [MISSING], [str(REPO / "docs"), "--max-images", "0"]],
+    "make_readme_figure": [["--image", "nope"], ["--crop", "0", "0", "0"], ["--checkpoint", MISSING]],
+}
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name: str, argv: list, capsys) -> tuple[int, str, str]:
+    try:
+        code = load(name).main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_scripts_are_few_and_each_has_its_argument_tests():
+    names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
+    assert len(names) <= 11 and names == sorted(BAD_INPUT)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUT))
+def test_help(name, capsys):
+    code, out, _ = run(name, ["--help"], capsys)
+    assert code == 0 and "usage:" in out
+
+
+@pytest.mark.parametrize("name, argv", [(n, a) for n, cases in BAD_INPUT.items() for a in cases],
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v) or "no arguments")
+def test_bad_input_is_one_error_line_and_exit_code_2(name, argv, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code, _, err = run(name, argv, capsys)
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code == 2 and len(errors) == 1 and err.rstrip().endswith(errors[0]) and "Traceback" not in err, err
