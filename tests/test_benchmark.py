@@ -168,12 +168,15 @@ def test_classical_and_imported_rows_from_code(tmp_path):
     released = tmp_path / "released.pth"
     torch.save({"network": build_arch(network).state_dict(), "opt": {"network": network}}, released)
     cfg = load_benchmark(write_config(tmp_path, [
-        {"name": "bilateral", "classical": "bilateral"},
+        {"name": "bilateral", "classical": "bilateral",
+         "rows": {"bilateral": {}, "BF 5/20/2": {"diameter": 5, "sigma_color": 20, "sigma_space": 2}}},
         {"name": "released", "checkpoint": str(released), "rows": {"released student": {"type": "SinglePass"}},
          "note": "not trained on this data"}]))
     rows = Benchmark(cfg, progress=False).run()
-    assert list(rows) == ["noisy input", "bilateral", "released student"]
+    assert list(rows) == ["noisy input", "bilateral", "BF 5/20/2", "released student"]
     assert rows["bilateral"]["kind"] == "classical" and rows["released student"]["kind"] == "imported"
+    assert rows["BF 5/20/2"]["filter"] == {"diameter": 5, "sigma_color": 20, "sigma_space": 2}
+    assert rows["bilateral"]["psnr"] != rows["BF 5/20/2"]["psnr"] and "| BF 5/20/2 |" in markdown(cfg, rows)
     assert rows["released student"]["note"] == "not trained on this data" and rows["released student"]["params"] > 0
     assert not (tmp_path / "work" / "tiny" / "experiments").exists()
 

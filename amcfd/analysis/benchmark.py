@@ -234,10 +234,10 @@ class Benchmark:
                     else "trained", "entry": name, "method": overrides, "note": entry.get("note", "")}
             try:
                 if entry.get("classical"):
-                    params = {**(entry.get("params") or {}), **overrides}
+                    settings = {**(entry.get("params") or {}), **overrides}     # 'params' of a row: its size
                     fn = CLASSICAL[entry["classical"]]
-                    self.score(label, {**info, "params": params},
-                               lambda fn=fn, params=params: (lambda x: fn(x, **params), None))
+                    self.score(label, {**info, "filter": settings},
+                               lambda fn=fn, settings=settings: (lambda x: fn(x, **settings), None))
                 else:
                     checkpoint = self.checkpoints.get(name) or Path(entry["checkpoint"])
                     self.score(label, {**info, "checkpoint": str(checkpoint)},
