@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amcfd.cli import benchmark_inputs, benchmark_parser  # noqa: E402
-from amcfd.data.dnd import DND, bundle_dnd_submission, denoise_dnd  # noqa: E402
+from amcfd.data.dnd import DND  # noqa: E402
+from amcfd.data.submission import bundle_dnd_submission, denoise_dnd  # noqa: E402
 from amcfd.registry import ConfigError  # noqa: E402
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amcfd.cli import benchmark_inputs, benchmark_parser  # noqa: E402
-from amcfd.data.sidd import denoise_sidd_blocks, load_sidd_blocks, write_sidd_submission  # noqa: E402
+from amcfd.data.sidd import load_sidd_blocks  # noqa: E402
+from amcfd.data.submission import denoise_sidd_blocks, write_sidd_submission  # noqa: E402
 from amcfd.registry import ConfigError  # noqa: E402
 
 

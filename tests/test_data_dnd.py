@@ -7,7 +7,8 @@ import pytest
 import scipy.io
 import torch
 
-from amcfd.data.dnd import DND, bundle_dnd_submission, denoise_dnd, read_dnd_boxes, read_dnd_bundle
+from amcfd.data.dnd import DND, read_dnd_boxes
+from amcfd.data.submission import bundle_dnd_submission, denoise_dnd, read_dnd_bundle
 from amcfd.registry import DATASETS, ConfigError
 
 IMAGE_H, IMAGE_W = 40, 56

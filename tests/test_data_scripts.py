@@ -10,7 +10,8 @@ import scipy.io
 from test_data_dnd import BOXES, make_dnd
 from test_data_sidd import make_blocks, make_sidd_medium
 
-from amcfd.data.sidd import SIDDMediumTrain, read_sidd_submission_csv, read_sidd_submission_mat
+from amcfd.data.sidd import SIDDMediumTrain
+from amcfd.data.submission import read_sidd_submission_csv, read_sidd_submission_mat
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

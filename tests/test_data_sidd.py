@@ -13,13 +13,15 @@ from amcfd.data.imageio import read_image_raw, write_image_raw
 from amcfd.data.sidd import (
     SIDDBlocks,
     SIDDMediumTrain,
-    denoise_sidd_blocks,
     find_sidd_medium_frames,
     load_mat_variable,
     prepare_sidd_tiles,
+    tile_positions,
+)
+from amcfd.data.submission import (
+    denoise_sidd_blocks,
     read_sidd_submission_csv,
     read_sidd_submission_mat,
-    tile_positions,
     write_sidd_submission,
 )
 from amcfd.registry import DATASETS, ConfigError

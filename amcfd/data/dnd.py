@@ -8,33 +8,23 @@ Official download layout (all MATLAB v7.3 = HDF5 files, read with h5py):
 - ``images_srgb/0001.mat`` ... ``0050.mat``: ``InoisySRGB``, single precision in [0, 1], stored by
   HDF5 as (3, W, H) (MATLAB's H x W x 3 with the axes reversed).
 
-No ground truth is public: results are evaluated by the DND server. The submission kit's format,
-reproduced here from its Python scripts (``dnd_denoise.py`` / ``bundle_submissions.py``):
-
-- ``denoise_dnd`` writes one file per box, ``NNNN_KK.mat`` (1-based image and box numbers) holding
-  ``Idenoised_crop``: the denoised box, float32 H x W x 3 in [0, 1].
-- ``bundle_dnd_submission`` gathers them into ``bundled/NNNN.mat`` per image, holding
-  ``Idenoised`` (1x20 cell of the crops), ``israw`` (false for sRGB) and ``eval_version`` ("1.0");
-  the content of ``bundled/`` is what gets uploaded.
+No ground truth is public: results are evaluated by the DND server; the submission files are written by
+``amcfd.data.submission`` (``denoise_dnd``, ``bundle_dnd_submission``).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import h5py
 import numpy as np
-import scipy.io
-import torch
 from torch.utils.data import Dataset
 
-from amcfd.data.imageio import atomic_write
 from amcfd.data.transforms import check_crop_size, check_positive_int, make_item
 from amcfd.registry import DATASETS, ConfigError
 
 PathLike = Union[str, os.PathLike]
-DenoiseFn = Callable[[torch.Tensor], torch.Tensor]
 
 IMAGE_KEY = "InoisySRGB"
 IMAGE_FOLDER = "images_srgb"
@@ -142,60 +132,3 @@ class DND(Dataset):
         noisy = read_dnd_box(self.image_paths[i], self.boxes[i][k])
         return make_item({"noisy": noisy}, self.name(index), self.crop_size, self.augment,
                          f"{self.image_paths[i]} box {k + 1}")
-
-
-def denoise_dnd(root: PathLike, out_dir: PathLike, denoise_fn: DenoiseFn, overwrite: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> list[Path]:
-    """Denoise every DND box and write ``out_dir/NNNN_KK.mat`` (``Idenoised_crop``, float32 HxWx3).
-
-    ``denoise_fn`` gets a (1, 3, H, W) float CPU tensor in [0, 1] and returns the same shape; the
-    result is clipped to [0, 1]. Boxes whose file exists are skipped unless ``overwrite`` (so an
-    interrupted run resumes).
-    """
-    dataset = DND(root)
-    out_dir = Path(out_dir)
-    written = []
-    for index in range(len(dataset)):
-        path = out_dir / f"{dataset.name(index)}.mat"
-        written.append(path)
-        if path.is_file() and not overwrite:
-            continue
-        noisy = dataset[index]["noisy"][None]                    # (1, 3, H, W)
-        with torch.no_grad():
-            denoised = denoise_fn(noisy)
-        if tuple(denoised.shape) != tuple(noisy.shape):
-            raise ValueError(f"denoiser returned shape {tuple(denoised.shape)} for box {dataset.name(index)}; "
-                             f"expected {tuple(noisy.shape)}")
-        crop = denoised[0].detach().clamp(0, 1).permute(1, 2, 0).to("cpu", torch.float32).numpy()
-        atomic_write(path, lambda tmp, crop=crop: scipy.io.savemat(str(tmp), {"Idenoised_crop": crop}))
-        if progress is not None:
-            progress(index + 1, len(dataset))
-    return written
-
-
-def bundle_dnd_submission(out_dir: PathLike, num_images: int = 50, boxes_per_image: int = 20) -> Path:
-    """Gather ``out_dir/NNNN_KK.mat`` into ``out_dir/bundled/NNNN.mat`` (the files to upload)."""
-    out_dir = Path(out_dir)
-    names = [[f"{i:04d}_{k:02d}.mat" for k in range(1, boxes_per_image + 1)] for i in range(1, num_images + 1)]
-    missing = [n for row in names for n in row if not (out_dir / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{out_dir}: {len(missing)} denoised box file(s) missing, e.g. "
-                                f"{', '.join(missing[:3])} (run denoise_dnd first)")
-    bundled = out_dir / "bundled"
-    for i, row in enumerate(names, start=1):
-        crops = np.empty((boxes_per_image,), dtype=object)      # saved as a 1 x boxes cell array
-        for k, name in enumerate(row):
-            try:
-                crops[k] = scipy.io.loadmat(str(out_dir / name))["Idenoised_crop"]
-            except Exception as exc:
-                raise ValueError(f"{out_dir / name}: cannot read 'Idenoised_crop': {type(exc).__name__}: "
-                                 f"{exc}") from exc
-        content = {"Idenoised": crops, "israw": False, "eval_version": "1.0"}
-        atomic_write(bundled / f"{i:04d}.mat", lambda tmp, c=content: scipy.io.savemat(str(tmp), c))
-    return bundled
-
-
-def read_dnd_bundle(path: PathLike) -> list[np.ndarray]:
-    """The denoised crops of one bundled file (for checks)."""
-    content = scipy.io.loadmat(str(path))
-    return [np.asarray(c) for c in content["Idenoised"].ravel()]

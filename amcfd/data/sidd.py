@@ -11,15 +11,12 @@ Official downloads, used unchanged:
   ``BenchmarkNoisyBlocksSrgb.mat``: one uint8 variable of the same name, shape
   (40 images, 32 blocks, 256, 256, 3). MATLAB v5 files are read with scipy, v7.3 (HDF5) files
   with h5py (detected from the file; HDF5 stores MATLAB arrays with the axes reversed).
-- Benchmark submission (``write_sidd_submission``): the CSV of the public Kaggle competition
-  "sidd-benchmark-srgb-psnr" and the ``SubmitSrgb.mat`` of the original SIDD website; see there.
+- Benchmark submission: ``amcfd.data.submission.write_sidd_submission``.
 """
 from __future__ import annotations
 
-import base64
 import os
 import re
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Union
@@ -27,7 +24,6 @@ from typing import Callable, Iterable, Union
 import h5py
 import numpy as np
 import scipy.io
-import torch
 from torch.utils.data import Dataset
 
 from amcfd.data.imageio import atomic_write, read_image_raw, write_image_raw
@@ -35,7 +31,6 @@ from amcfd.data.transforms import RawImageStore, check_crop_size, check_positive
 from amcfd.registry import DATASETS, ConfigError
 
 PathLike = Union[str, os.PathLike]
-DenoiseFn = Callable[[torch.Tensor], torch.Tensor]
 
 SIDD_BLOCK_KEYS = ("ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb", "BenchmarkNoisyBlocksSrgb")
 META_FILE = "meta_info.txt"
@@ -148,115 +143,6 @@ class SIDDBlocks(Dataset):
         if self.clean is not None:
             arrays["clean"] = self.clean[i, j]
         return make_item(arrays, f"{i:04d}_{j:02d}", self.crop_size, self.augment, f"{self.source}[{i},{j}]")
-
-
-# --------------------------------------------------------------------------- benchmark submission
-
-def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) or (C, H, W) float in [0, 1] -> HxWxC uint8 (round(clip(x) * 255), as the metrics)."""
-    t = image.detach()
-    t = t[0] if t.ndim == 4 else t
-    return torch.round(t.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def denoise_sidd_blocks(blocks: np.ndarray, denoise_fn: DenoiseFn,
-                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
-    """Denoise every block; returns uint8 blocks of the same shape and seconds per megapixel.
-
-    ``denoise_fn`` gets a (1, 3, H, W) float CPU tensor in [0, 1] and returns one of the same shape.
-    """
-    check_blocks(blocks, "denoise_sidd_blocks input")
-    out = np.empty_like(blocks)
-    n_img, n_blk = blocks.shape[:2]
-    seconds = 0.0
-    for i in range(n_img):
-        for j in range(n_blk):
-            noisy = torch.from_numpy(blocks[i, j].astype(np.float32) / 255).permute(2, 0, 1)[None]
-            start = time.perf_counter()
-            with torch.no_grad():
-                denoised = denoise_fn(noisy)
-            if denoised.is_cuda:
-                torch.cuda.synchronize(denoised.device)
-            seconds += time.perf_counter() - start
-            if denoised.shape != noisy.shape:
-                raise ValueError(f"denoiser returned shape {tuple(denoised.shape)} for block {i},{j}; "
-                                 f"expected {tuple(noisy.shape)}")
-            out[i, j] = tensor_to_uint8(denoised)
-            if progress is not None:
-                progress(i * n_blk + j + 1, n_img * n_blk)
-    megapixels = blocks[..., 0].size / 1e6
-    return out, seconds / megapixels
-
-
-def write_sidd_submission(blocks_uint8: np.ndarray, out_dir: PathLike, time_mp: float = 0.0,
-                          method_info: dict | None = None, csv_name: str = "SubmitSrgb.csv",
-                          mat_name: str = "SubmitSrgb.mat") -> dict[str, Path]:
-    """Write denoised benchmark blocks (uint8, (40, 32, 256, 256, 3)) in both submission formats.
-
-    - ``SubmitSrgb.csv`` (Kaggle "sidd-benchmark-srgb-psnr"): header ``ID,BLOCK``; one row per
-      block, ``ID`` = image * 32 + block (0..1279, images then blocks, as in the .mat); ``BLOCK``
-      = base64 of the block's raw bytes (uint8, C order, 256x256x3 = 196,608 bytes).
-    - ``SubmitSrgb.mat`` (SIDD website, MATLAB v5): ``DenoisedBlocksSrgb`` a 40x32 cell array of
-      256x256x3 uint8, ``TimeMPSrgb`` (seconds per megapixel) and ``OptionalData`` (struct with
-      MethodName, Authors, PaperTitle, Venue).
-    """
-    check_blocks(blocks_uint8, "write_sidd_submission")
-    out_dir = Path(out_dir)
-    n_img, n_blk = blocks_uint8.shape[:2]
-
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            handle.write("ID,BLOCK\n")
-            for i in range(n_img):
-                for j in range(n_blk):
-                    encoded = base64.b64encode(np.ascontiguousarray(blocks_uint8[i, j]).tobytes()).decode("ascii")
-                    handle.write(f"{i * n_blk + j},{encoded}\n")
-
-    cells = np.empty((n_img, n_blk), dtype=object)              # MATLAB cell array
-    for i in range(n_img):
-        for j in range(n_blk):
-            cells[i, j] = np.ascontiguousarray(blocks_uint8[i, j])
-    info = {"MethodName": "", "Authors": "", "PaperTitle": "", "Venue": ""}
-    info.update({k: str(v) for k, v in (method_info or {}).items()})
-    content = {"DenoisedBlocksSrgb": cells, "TimeMPSrgb": float(time_mp), "OptionalData": info}
-
-    paths = {"csv": out_dir / csv_name, "mat": out_dir / mat_name}
-    atomic_write(paths["csv"], write_csv)
-    atomic_write(paths["mat"], lambda tmp: scipy.io.savemat(str(tmp), content, do_compression=True))
-    return paths
-
-
-def read_sidd_submission_csv(path: PathLike, block_shape: tuple[int, int, int] = (256, 256, 3),
-                             blocks_per_image: int = 32) -> np.ndarray:
-    """Read a Kaggle CSV back as uint8 blocks (images, blocks_per_image, *block_shape)."""
-    path = Path(path)
-    expected = int(np.prod(block_shape))
-    blocks = {}
-    with open(path) as handle:
-        header = handle.readline().strip()
-        if header != "ID,BLOCK":
-            raise ValueError(f"{path}: expected the header 'ID,BLOCK', found '{header[:40]}'")
-        for line_no, line in enumerate(handle, start=2):
-            ident, _, encoded = line.strip().partition(",")
-            raw = base64.b64decode(encoded)
-            if len(raw) != expected:
-                raise ValueError(f"{path}:{line_no}: block of {len(raw)} bytes, expected {expected} "
-                                 f"({'x'.join(map(str, block_shape))} uint8)")
-            blocks[int(ident)] = np.frombuffer(raw, np.uint8).reshape(block_shape)
-    if sorted(blocks) != list(range(len(blocks))) or len(blocks) % blocks_per_image:
-        raise ValueError(f"{path}: IDs must be 0..N-1 with N a multiple of {blocks_per_image}, "
-                         f"found {len(blocks)} rows")
-    stacked = np.stack([blocks[k] for k in range(len(blocks))])
-    return stacked.reshape(len(blocks) // blocks_per_image, blocks_per_image, *block_shape)
-
-
-def read_sidd_submission_mat(path: PathLike) -> np.ndarray:
-    """Read ``SubmitSrgb.mat`` back as uint8 blocks (images, blocks, H, W, 3)."""
-    cells = load_mat_variable(path, "DenoisedBlocksSrgb")
-    if cells.dtype != object or cells.ndim != 2:
-        raise ValueError(f"{path}: 'DenoisedBlocksSrgb' should be a 2-D cell array, found {cells.dtype} "
-                         f"of shape {cells.shape}")
-    return np.stack([np.stack(list(row)) for row in cells])
 
 
 # --------------------------------------------------------------------------- SIDD-Medium frames and tiles
