@@ -175,7 +175,7 @@ class NAFNet(_NAFUNet):
     12.38 GMACs: a reduced SIDD-width-32 NAFNet matching the paper's 20.2M / 12.46 "GFLOPs" within 1%;
     the paper does not publish its configuration) and ``cpu_student`` (width 8, enc [0,1,1,1],
     middle 1, dec [1,1,1,0]; 289,291 parameters, 0.29 GMACs: ``small`` without its two
-    full-resolution blocks, about twice as fast on CPU). ``nafnet_cost`` gives both numbers exactly.
+    full-resolution blocks, faster on CPU). ``nafnet_cost`` gives both numbers exactly.
     """
 
     PRESETS = {
@@ -184,9 +184,9 @@ class NAFNet(_NAFUNet):
         "sidd_width64": dict(width=64, **_NAFNET_SIDD),
         "small": _SMALL,
         # AM-CFD's NAFNet student: the paper gives 20.2M parameters (20.226M in its table) and 12.46
-        # GFLOPs at 256x256, not the configuration. Measured here (FlopCounterMode, 1x3x256x256):
+        # GFLOPs at 256x256, not the configuration. Counted (FlopCounterMode, 1x3x256x256):
         # 20,112,675 parameters (-0.6%), 12.38 GMACs (-0.7%); 12.46 is matched as MACs (the NAFNet
-        # paper's unit, = GFLOPs / 2 of scripts/model_stats.py): as FLOPs (6.23 GMACs) only width 24
+        # paper's unit, = GFLOPs / 2 of amcfd/analysis/cost.py): as FLOPs (6.23 GMACs) only width 24
         # with empty encoder levels comes within 5%. Chosen by search_nafnet_configs(20.226e6, 12.46e9):
         # width 32, the SIDD options' dec [2,2,2,2] and first encoder levels [2,2], the deep blocks cut
         # from [4,8]+12 middle to [2,5]+8 (the SIDD width-32 net: 29.2M / 16.05 GMACs). Hundreds of
@@ -194,12 +194,11 @@ class NAFNet(_NAFUNet):
         "amcfd_student": dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 2, 5], middle_blk_num=8,
                               dec_blk_nums=[2, 2, 2, 2]),
         # A fast CPU student: ``small`` without the two full-resolution blocks (enc[0], dec[-1]), which
-        # took about half of small's CPU time for a fifth of its MACs. 289,291 parameters (small: 290,715),
-        # 0.29 GMACs at 256x256 (1.16 at 512x512; small 0.36 / 1.43). A 512x512 forward on a shared 2-core
-        # AMD EPYC measured ~80 ms with 2 threads (small ~180 ms) and ~120 ms with 1 thread (small ~230 ms),
-        # about half of small's time in every run. Fewer full-resolution pixels per block is what pays on
-        # CPU (norms and element-wise ops are memory-bound); width 8, enc [0,0,1,1], middle 2, dec
-        # [1,1,0,0] measured ~55 ms but has no block above quarter resolution.
+        # take a far larger share of small's CPU time than of its MACs (a fifth). 289,291 parameters (small:
+        # 290,715), 0.29 GMACs at 256x256 (1.16 at 512x512; small 0.36 / 1.43). Fewer full-resolution pixels
+        # per block is what pays on CPU (norms and element-wise ops are memory-bound); width 8, enc [0,0,1,1],
+        # middle 2, dec [1,1,0,0] is faster still but has no block above quarter resolution. Times:
+        # docs/results.md, "Speed: AMSNet teacher vs single-pass student (cpu pair)".
         "cpu_student": dict(img_channel=3, width=8, enc_blk_nums=[0, 1, 1, 1], middle_blk_num=1,
                             dec_blk_nums=[1, 1, 1, 0]),
     }
@@ -216,7 +215,7 @@ def nafnet_cost(width: int, enc_blk_nums: Sequence[int], middle_blk_num: int, de
     """(parameters, MACs) of ``NAFNet`` for one size x size image, in closed form.
 
     Equal to the parameter count and to FlopCounterMode's total / 2 (convolutions only, as
-    scripts/model_stats.py counts) for sizes divisible by 2^levels; tests/test_students.py checks it.
+    amcfd/analysis/cost.py counts) for sizes divisible by 2^levels; tests/test_students.py checks it.
     """
     hw, c = size * size, width
 

@@ -6,8 +6,8 @@ Additions that leave outputs unchanged: reflect padding to a multiple of 8 (crop
 any image size works, optional activation checkpointing of the transformer blocks, and a CPU inference
 path (``_fast_cpu``): channels-last maps, every convolution through oneDNN, the 1x1 + depthwise pairs
 computed per half (GDFN) or third (MDTA) so that each part is a dense map, and the MDTA normalisation
-folded into the C/heads x C/heads attention matrix. It gives the same outputs to float rounding, about
-twice as fast on one CPU thread (scripts/bench_speed.py --authors-amsnet measures it).
+folded into the C/heads x C/heads attention matrix. It gives the same outputs to float rounding, faster on
+CPU (docs/results.md, "Speed: AMSNet-Restormer, ours vs the authors' code").
 """
 from __future__ import annotations
 

@@ -169,8 +169,8 @@ class AMSNet(Method):
 
     Options (defaults follow the paper; where the authors' code differs it is noted):
       pd_train: PD stride for training (5).   pd_test: PD stride for inference (2). After short CPU
-        trainings other strides measured better (pd_test 1 everywhere; pd_train 2 on light real noise,
-        3 on the synthetic demo): docs/results.md, "Choosing the strides".
+        trainings other strides did better (pd_test 1 everywhere; pd_train 2 on light real noise,
+        3 on the synthetic demo); ``pd_train: auto`` picks it from the noise (noise.estimate.suggest_choices).
       num_masks: k complementary masks/branches (2). train_branch: the branch trained (0).
       mask_mode: 'pixel' (index shared across RGB, authors) | 'element' | 'checkerboard'.
       mask_ratio: None (1/k each) | float (hidden share of the training branch) | list of k.

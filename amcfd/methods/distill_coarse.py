@@ -42,10 +42,10 @@ class DistillCoarse(Method):
       aug_modes: the dihedral transforms A of I_DN^r (ops/augment.py modes; [1, 2, 3] = the three
         rotations the paper's flip-augmentation panel shows). Cached: one target per mode and image.
       bilateral: kwargs of ops.bilateral.bilateral_filter for BF(I_N) (OpenCV's d, sigma_color in 8-bit
-        levels, sigma_space in pixels); default d 7, sigma_color 30, sigma_space 3: of 7 settings tried,
-        the best or within 0.03 dB of the best of BF(I_N) alone on CC15 and PolyU (light real noise), and
-        above the noisy input on the synthetic demo data; stronger filters (d 9, 50-75) lost 0.3-0.7 dB on
-        PolyU (docs/results.md, "Bilateral filter settings").
+        levels, sigma_space in pixels); default d 7, sigma_color 30, sigma_space 3: of the settings of
+        options/bench/bilateral.yml, among the best of BF(I_N) alone on CC15 and PolyU (light real noise),
+        and above the noisy input on the synthetic demo data; stronger filters (d 9, 50-75) lost on PolyU
+        (docs/results.md, "Benchmark: bilateral_cc15", "bilateral_polyu30", "bilateral_synthetic").
       texture: kwargs of ops.texture.texture_map, the "non-flat find" alpha.
       bf_weight, ga_weight: weights of the L_bf and L_ga terms (1, 1).
       bf_norm, ga_norm: 'l1' | 'l2' | 'charbonnier' (l1, l1).

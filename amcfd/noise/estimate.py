@@ -21,15 +21,15 @@ Method (flat-patch residuals with an exact correction for the detrending):
 
 Bias and limits: signal-dependent noise (shot noise, gamma curve) is measured where the image has flat tiles
 (often mid-grey or bright areas: sky, walls), not averaged over all intensities, so it can differ from the
-image-wide std by ~10-20% either way. Residual texture in the kept tiles biases the level up (mostly on images
-with no flat area at all). Noise correlated beyond ``max_lag`` pixels (heavy JPEG, strong blur) breaks the
-gamma(k) = 0 assumption. Tolerances verified in tests/test_noise.py: i.i.d. Gaussian std 2-15/255 on a flat
-and on a textured 256x256 photo within 10% relative (measured <= 3.6%), |lag-1 correlation| < 0.05; blurred
-Gaussian noise within 0.05 absolute on the lag-1/2 correlations and 10% on the level (measured <= 0.023, 2.2%);
-the demo camera pipeline (amcfd.data.synthetic) within 0.06 on the correlations and 25% on the level (measured
--19% / -12%: signal-dependent noise, the flattest tiles lie in bright, less noisy areas). On real photos (CC15,
-noisy - clean) lag-1/2 correlations agree within ~0.1, but the level is underestimated by ~10-50% and lag 3
-by ~0.1: real noise has low-frequency parts (correlated beyond 3 px) that the 8x8 plane fit absorbs.
+image-wide std either way. Residual texture in the kept tiles biases the level up (mostly on images with no flat
+area at all). Noise correlated beyond ``max_lag`` pixels (heavy JPEG, strong blur) breaks the gamma(k) = 0
+assumption. Tolerances verified in tests/test_noise.py: i.i.d. Gaussian std 2-15/255 on a flat and on a textured
+256x256 photo within 10% relative, |lag-1 correlation| < 0.05; blurred Gaussian noise within 0.05 absolute on the
+lag-1/2 correlations and 10% on the level; the demo camera pipeline (amcfd.data.synthetic) within 0.06 on the
+correlations and 25% on the level (the level low: signal-dependent noise, the flattest tiles lie in bright, less
+noisy areas). On real photos (CC15, noisy - clean) the lag-1/2 correlations agree, but the level and the lag-3
+correlation come out low: real noise has low-frequency parts (correlated beyond 3 px) that the 8x8 plane fit
+absorbs.
 
 Strides for pixel-shuffle downsampling (PD, AMSNet/AP-BSN): PD with stride s puts pixels s apart next to each
 other, so it breaks spatially correlated noise when the correlation at lag s is small. ``suggest_choices`` turns
@@ -197,9 +197,9 @@ def suggest_choices(correlation: dict[int, float], level: float, max_leak: float
     * Light noise (level < ``light_noise``, 8/255): pd_test = pd_train, recharge on (ops/recharge.py gives back
       the texture the blind-spot output could not interpolate). Heavy noise: pd_test 1 (the most context),
       recharge off (the blind-spot output is better than the photo nearly everywhere).
-    Measured (docs/results.md, "Photos recipe" and "Choosing the strides"): CC15 (std ~3.7/255,
-    c = 0.69 / 0.34 / 0.15 at 1 / 2 / 3 px) and PolyU (~1.6/255, 0.73 / 0.39 / 0.16) were denoised best with
-    2 / 2 + recharge; the synthetic demo (~20/255, 0.58 / 0.15 / 0.02) with 3 / 1 and no recharge.
+    The rule follows what denoised best in the benchmarks: light real noise (CC15, PolyU) with
+    pd_train 2 / pd_test 2 + recharge, the heavy synthetic demo noise with 3 / 1 and no recharge (what ``auto``
+    chose and the scores: docs/results.md, "Benchmark: photos_cc15", "photos_polyu30", "photos_synthetic").
     """
     pd_train = PD_CAP
     for s in range(2, PD_CAP + 1):

@@ -1,8 +1,8 @@
 """Running a batch of independent images through a network: chunks, and CPU workers for the chunks.
 
 Multi-mask inference and R^3 produce many independent images (k branches x T copies x sub-images).
-How they are scheduled decides the speed, and the best schedule differs by device (measured with
-``scripts/bench_amsnet.py``; numbers in docs/results.md):
+How they are scheduled decides the speed, and the best schedule differs by device (``scripts/bench_speed.py
+--schedules`` compares them):
 
 * accelerators: everything in one forward (``chunk_size`` only bounds memory);
 * CPU: one big forward is *slower* than a loop of single forwards (large activations miss the caches
@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 # Automatic chunk on CPU (inference only): at most this many pixels per network forward, at least
-# one image. Measured on CPU (small NAFNet/DnCNN): one forward over all k branches and R^3 copies of
-# a 512x512 image was 1.5-3x slower than one image per forward, and still ~1.4x slower at 128x128.
+# one image. On CPU (small NAFNet/DnCNN) one forward over all k branches and R^3 copies of an image was
+# slower than one image per forward, at 512x512 and still at 128x128.
 CPU_PIXELS_PER_FORWARD = 128 * 128
 # Automatic workers on CPU: one per torch thread, at most this many (each holds one chunk's activations).
 CPU_MAX_WORKERS = 8

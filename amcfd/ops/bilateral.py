@@ -12,13 +12,12 @@
 * sigma values <= 0 become 1 (before the radius is derived from sigma_space), as in OpenCV's own source up to 4.x.
   (The OpenCV 5.0 wheel instead returns the input unchanged for a sigma <= 0; pass positive sigmas.)
 
-The output is not quantised. Measured against OpenCV's implementation (cv2 5.0 with
-``cv2.ipp.setUseIPP(False)``) on uint8 images given as img / 255, after rounding 255 * output, over 12 settings of
-d / sigmas (d <= 0, even and odd d, radius 1..7), gray and RGB, random and noisy-smooth 64x61 images: max |difference|
-1 level; 13 (float32) / 16 (float64) of 749,568 values differ (2e-5), each within 1e-4 of a .5 tie that float
-rounding decides. With Intel IPP on (the pip default), 3-channel results are the same, but IPP computes 1-channel
-images with radius <= 2 itself and truncates instead of rounding: there about half the values are 1 level lower than
-here (still max 1 level). See tests/test_bilateral.py.
+The output is not quantised. Compared with OpenCV's implementation (cv2 5.0 with ``cv2.ipp.setUseIPP(False)``) on
+uint8 images given as img / 255, after rounding 255 * output, for settings of d / sigmas (d <= 0, even and odd d,
+small and large radii), gray and RGB, random and noisy-smooth images: max |difference| 1 level, on the rare values
+at a .5 tie that float rounding decides. With Intel IPP on (the pip default), 3-channel results are the same, but
+IPP computes 1-channel images with radius <= 2 itself and truncates instead of rounding: there about half the
+values are 1 level lower than here (still max 1 level). See tests/test_bilateral.py.
 
 Large inputs are filtered in bands of rows (``BAND_PIXELS`` output pixels each, padded with the window's radius of
 rows above and below, reflect-101 at the image's own borders only), so the working memory beyond the input and the

@@ -14,7 +14,8 @@ is good (flat areas, heavy noise) w ~ 0 and I_R = D; where D erased texture, w ~
 
 With spatially correlated noise D picks up part of n from its neighbours, so v = s2 + e2 - 2 cov(n, D - x);
 the floor is then measured on exactly that combination, which is the right one for the blend.
-Measured on CC15, PolyU and the synthetic demo: docs/results.md ("Photos recipe").
+Scores with and without it on CC15, PolyU and the synthetic demo: docs/results.md ("Benchmark: photos_cc15",
+"photos_polyu30", "photos_synthetic").
 """
 from __future__ import annotations
 
