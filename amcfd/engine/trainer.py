@@ -168,7 +168,7 @@ class Trainer:
                                          source=opt["path"]["pretrain_network"])
             log.info("initialised %s from %s", which, opt["path"]["pretrain_network"])
         self.method = build_method(opt, self.net).to(self.device)
-        if resume_from is None:
+        if resume_from[0] is None:
             self.method.on_train_start()       # e.g. a student initialised from its teacher (before the EMA copy)
         self.model = self.method
         if self.world > 1:
@@ -186,8 +186,8 @@ class Trainer:
         self._first_bad, self._bad_losses, self.timing = None, {}, {}   # _step / _check_finite; _log_timing
         self.loss_watch = LossRiseWatch() if self.method.loss_should_fall else None
         self._loss_sum, self._loss_steps = None, 0                        # the window LossRiseWatch is fed
-        if resume_from is not None:
-            self._resume(resume_from)  # restores every rank's RNG states
+        if resume_from[0] is not None:
+            self._resume(*resume_from)  # restores every rank's RNG states
         else:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
         if t["max_minutes"] and t["fill_budget"]:       # run until the budget probe, which sets total_iter
@@ -204,13 +204,14 @@ class Trainer:
             return None
         return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
-    def _prepare_folder(self, auto_resume: bool) -> Path | None:
-        """Resume from the latest checkpoint (--auto_resume) or archive an existing folder."""
+    def _prepare_folder(self, auto_resume: bool) -> tuple:
+        """(path, contents) of the checkpoint to resume from (--auto_resume; (None, None) if none), read once; or
+        archive an existing folder."""
         if dist.is_main() and self.exp_dir.exists() and not auto_resume:
             archived = archive_folder(self.exp_dir)
             print(f"experiment folder existed: archived to {archived}")
         dist.barrier()
-        resume = latest_readable_checkpoint(self.ckpt_dir)[0] if auto_resume else None
+        resume = latest_readable_checkpoint(self.ckpt_dir) if auto_resume else (None, None)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         return resume
 
@@ -226,8 +227,8 @@ class Trainer:
         return TeacherTargetCache(dataset, targets, folder, self.device,
                                   progress=dist.is_main() and self.opt["logger"]["progress_bar"])
 
-    def _resume(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    def _resume(self, path: Path, ckpt: dict) -> None:
+        """Continue from ``ckpt``, the contents of ``path`` (read once, by _prepare_folder)."""
         self.net.load_state_dict(ckpt["network"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
