@@ -13,7 +13,7 @@ PAPER_PARAMS, PAPER_GMACS = 20.226e6, 12.46  # AM-CFD results table: 20.226M par
 
 
 def _params_and_macs(cfg: dict, size: int = 256) -> tuple[int, float]:
-    """Parameters and FlopCounterMode MACs (FLOPs / 2, as scripts/model_stats.py) on the meta device."""
+    """Parameters and FlopCounterMode MACs (FLOPs / 2, as amcfd.analysis.cost.network_cost) on the meta device."""
     with torch.device("meta"):
         net = build_arch(cfg)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
