@@ -11,6 +11,7 @@ from conftest import load_reference, shared_path
 from amcfd.archs import build_arch
 from amcfd.engine.checkpoint import FORMAT, load_checkpoint
 from amcfd.engine.inference import build_denoiser, load_network_weights
+from amcfd.hub.importers import import_amsnet
 from amcfd.methods.amsnet import amsnet_denoise
 from amcfd.options import validate
 from amcfd.registry import METHODS
@@ -74,7 +75,7 @@ def test_other_denoisers_are_recognised_from_their_weights(script, tmp_path, nam
     lightning = {"state_dict": {f"net.dn.branches.0.{k}": v for k, v in ref["state_dict"].items()},
                  "epoch": 3, "global_step": 10}
     torch.save(lightning, tmp_path / "in.ckpt")
-    out = script.import_amsnet(tmp_path / "in.ckpt", tmp_path / "out.pth")
+    out = import_amsnet(tmp_path / "in.ckpt", tmp_path / "out.pth")
     network = out["opt"]["network"]
     assert network["type"] == arch and out["imported_from"]["epoch"] == 3
     net = build_arch(network).eval()

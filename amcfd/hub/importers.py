@@ -1,12 +1,7 @@
-"""Turn a checkpoint of the AMSNet, AP-BSN, AM-BSN, AT-BSN, APR-RD or TM-BSN authors into one of ours (for test.py,
-valid.py, distillation).
-
-    python scripts/import_checkpoint.py --from apbsn APBSN_SIDD.pth experiments/apbsn_imported.pth   # or AM-BSN's
-    python scripts/import_checkpoint.py --from nbsn NBSN_SIDD.pth experiments/tmbsn_nbsn.pth    # or APR-RD's NBSN
-    python scripts/import_checkpoint.py --from atbsn atbsn_d.pth experiments/atbsn_d.pth
-    python scripts/import_checkpoint.py --from amsnet restormer-sidd.ckpt experiments/amsnet_imported.pth
-    python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --preset published --r3
-    python scripts/import_checkpoint.py --from amsnet IN.ckpt OUT.pth --network-yaml options/train/amsnet_unet.yml
+"""Importers: a checkpoint of the AMSNet, AP-BSN, AM-BSN, AT-BSN, APR-RD or TM-BSN authors becomes one of ours
+(for test.py, valid.py, distillation). ``import_checkpoint`` picks the layout from the keys and shapes
+(``detect_layout``) unless it is given; scripts/import_checkpoint.py and the registry of released weights
+(``amcfd.hub.weights``) call it.
 
 Input: an AMSNet Lightning checkpoint (``state_dict`` with keys ``net.dn.branches.0.<denoiser key>``;
 the official code never calls ``save_hyperparameters``, so the file does not reliably say which network
@@ -15,37 +10,36 @@ entry, or the entry itself), ``--arch``/``--preset``, or the weights' shapes (Re
 fully; the other networks by matching one of their presets). Whatever the source, the config is checked
 by building the network and loading the weights strictly before anything is written.
 
-AP-BSN / AM-BSN (``--from apbsn``; AM-BSN uses AP-BSN's trainer): ``{'epoch', 'model_weight': {'denoiser':
+AP-BSN / AM-BSN (``apbsn``; AM-BSN uses AP-BSN's trainer): ``{'epoch', 'model_weight': {'denoiser':
 state_dict with keys bsn.*}, 'optimizer_weight'}``. The network (DBSNl or AMBSN) and its widths are read from
 the keys and shapes; the method is APBSN or AMBSN with the authors' inference (PD 2, R^3 on; ``--no-r3``).
 
 Single-pass students (method SinglePass, one forward per image):
-  * ``--from nbsn``: APR-RD's NBSN and TM-BSN's ``NBSN_SIDD.pth``/``NBSN_DND.pth``: a plain state_dict with keys
+  * ``nbsn``: APR-RD's NBSN and TM-BSN's ``NBSN_SIDD.pth``/``NBSN_DND.pth``: a plain state_dict with keys
     ``enc1.conv.*`` ... ``dec1_1.*`` (or ``{'model_state_dict': sd}``) -> network NBSN; their range is ours, [0, 1].
-  * ``--from atbsn``: AT-BSN's plain state_dicts (``module.`` stripped): the student N_BSN (``unet.*``) ->
+  * ``atbsn``: AT-BSN's plain state_dicts (``module.`` stripped): the student N_BSN (``unet.*``) ->
     ATBSNStudent; an AT-BSN-D ``DoubleNet`` (``nbsn.unet.*`` + ``bsn.*``) -> its student; the teacher ATBSN
     (``unet.*`` + ``nin_*``) -> ATBSN with the authors' validation hole size 3. Their networks see [0, 255]: the
     network config gets ``value_range: 255`` (input x255, output /255), so valid.py gives their output / 255.
+    APR-RD's ``NBSN_1.00M`` student and its AT-BSN teacher have the same keys but see [0, 1]: ``input_range=1``.
+    Nothing in such a file tells the two apart, so ``detect_layout`` refuses to guess.
 
 Output: ``{'format': 'amcfd-checkpoint-v1', 'network': state_dict, 'network_ema': None, 'iteration': 0,
 'opt': {'network': {...}, 'method': {'type': 'AMSNet', ...}}, 'imported_from': {...}}``.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from amcfd.archs import build_arch, convert_state_dict, load_weights, preset_names, resolve_preset  # noqa: E402
-from amcfd.engine.checkpoint import FORMAT, atomic_save  # noqa: E402
-from amcfd.registry import METHODS, ConfigError  # noqa: E402
+from amcfd.archs import build_arch, convert_state_dict, load_weights, preset_names, resolve_preset
+from amcfd.engine.checkpoint import FORMAT, atomic_save
+from amcfd.registry import METHODS, ConfigError
 
 AMSNET_ARCHS = ("Restormer", "NAFNetBase", "NAFNet", "UNet", "DnCNN", "DeamNet")
 
@@ -209,8 +203,9 @@ def import_bsn(src: Path, dst: Path, r3: bool = True, unsafe: bool = False) -> d
                                                         **({"epoch": ckpt["epoch"]} if "epoch" in ckpt else {})})
 
 
-def single_pass_network_config(kind: str, sd: Mapping[str, torch.Tensor]) -> dict:
-    """NBSN (``kind`` nbsn) or ATBSNStudent/ATBSN (atbsn) with the sizes of these weights."""
+def single_pass_network_config(kind: str, sd: Mapping[str, torch.Tensor], input_range: int = 255) -> dict:
+    """NBSN (``kind`` nbsn) or ATBSNStudent/ATBSN (atbsn, whose networks see [0, ``input_range``]) with the
+    sizes of these weights."""
     if kind == "nbsn":
         if "enc1.conv.weight" not in sd or "dec1_1.weight" not in sd:
             raise ConfigError(f"not an APR-RD/TM-BSN NBSN: no enc1.conv/dec1_1 weights (first keys: {list(sd)[:4]})")
@@ -223,57 +218,90 @@ def single_pass_network_config(kind: str, sd: Mapping[str, torch.Tensor]) -> dic
     sizes = {"n_channels": first.shape[1], "mid_channels": first.shape[0], "bias": "unet.intro.conv.bias" in sd}
     if "nin_C.weight" in sd:                                            # the teacher
         return {"type": "ATBSN", **sizes, "n_output": sd["nin_C.weight"].shape[0], "hole_size": 3,
-                "value_range": 255.0}
+                "value_range": float(input_range)}
     return {"type": "ATBSNStudent", **sizes, "n_output": sd["unet.dec1.conv2.conv.weight"].shape[0],
-            "value_range": 255.0}
+            "value_range": float(input_range)}
 
 
-def import_single_pass(kind: str, src: Path, dst: Path, unsafe: bool = False) -> dict:
-    """APR-RD/TM-BSN NBSN (``kind`` nbsn) or AT-BSN (atbsn) weights -> ours with method SinglePass."""
+def import_single_pass(kind: str, src: Path, dst: Path, unsafe: bool = False, input_range: int = 255) -> dict:
+    """APR-RD/TM-BSN NBSN (``kind`` nbsn) or AT-BSN (atbsn; [0, ``input_range``]) weights -> ours with method
+    SinglePass."""
     sd = convert_state_dict("NBSN", read_checkpoint(src, unsafe))      # unwraps model_state_dict, strips module.
     if kind == "atbsn" and any(k.startswith("nbsn.") for k in sd):     # AT-BSN-D DoubleNet: its student
         sd = {k[len("nbsn."):]: v for k, v in sd.items() if k.startswith("nbsn.")}
-    network = single_pass_network_config(kind, sd)
+    network = single_pass_network_config(kind, sd, input_range)
     net = build_arch(network)
     load_weights(net, sd, strict=True)
-    return write_checkpoint(net, network, {"type": "SinglePass"}, dst, {"path": str(src), "kind": kind})
+    return write_checkpoint(net, network, {"type": "SinglePass"}, dst,
+                            {"path": str(src), "kind": kind, "input_range": 1 if kind == "nbsn" else input_range})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, choices=["amsnet", "apbsn", "nbsn", "atbsn"],
-                        help="whose checkpoint layout IN has (apbsn: AP-BSN and AM-BSN; nbsn: APR-RD and "
-                             "TM-BSN's NBSN; atbsn: AT-BSN, its student N_BSN or AT-BSN-D)")
-    parser.add_argument("input", type=Path, help="the foreign checkpoint")
-    parser.add_argument("output", type=Path, help="where to write our checkpoint")
-    parser.add_argument("--arch", choices=AMSNET_ARCHS, help="the denoiser (default: from the keys)")
-    parser.add_argument("--preset", help="a preset of the architecture (default: from the weights' shapes)")
-    parser.add_argument("--network-yaml", type=Path, help="YAML with the network: entry (wins over the rest)")
-    parser.add_argument("--branch", type=int, default=0, help="AMSNet branch to import (net.dn.branches.N)")
-    parser.add_argument("--pd-train", type=int, default=5, help="method.pd_train written (default 5)")
-    parser.add_argument("--pd-test", type=int, default=2, help="method.pd_test written (default 2)")
-    parser.add_argument("--r3", action="store_true", help="write method.r3: true (the -E variants)")
-    parser.add_argument("--no-r3", action="store_true", help="apbsn: write method.r3: false (default: R^3 on)")
-    parser.add_argument("--unsafe-load", action="store_true",
-                        help="allow full unpickling of IN (only for files you trust)")
-    args = parser.parse_args(argv)
+# ----------------------------------------------------------------------------- layouts
+LAYOUTS = {
+    "amsnet": "AMSNet: a Lightning checkpoint or a bare denoiser (Restormer, NAFNet, UNet, DnCNN, DeamNet), "
+              "input 0-1",
+    "apbsn": "AP-BSN / AM-BSN trainer checkpoint (DBSNl or AMBSN), input 0-255",
+    "nbsn": "NBSN of TM-BSN and APR-RD (1.02M), input 0-1",
+    "atbsn": "AT-BSN: N_BSN student, ATBSN teacher or AT-BSN-D DoubleNet (input 0-255); APR-RD's NBSN_1.00M "
+             "and its teacher have the same keys with input 0-1",
+}
+INPUT_RANGES = {"amsnet": (1,), "apbsn": (255,), "nbsn": (1,), "atbsn": (255, 1)}   # the first is the default
+
+
+def _flat_keys(obj: Any) -> set[str]:
+    """The state_dict keys of a checkpoint, containers unwrapped and common prefixes stripped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return set(convert_state_dict("NBSN", obj))
+        except ValueError:
+            return set()
+
+
+def detect_layout(obj: Any, source: str = "the checkpoint") -> tuple[str, int]:
+    """(layout, input range) of a loaded foreign checkpoint, from its keys alone. A file whose keys fit layouts
+    with different input ranges (AT-BSN's N_BSN or ATBSN, 0-255, against APR-RD's NBSN_1.00M or its teacher,
+    0-1) is refused: a ConfigError lists the candidates."""
+    keys = _flat_keys(obj)
+    if any(".branches." in k or k.startswith("branches.") for k in keys):
+        return "amsnet", 1
+    if {"head.0.weight", "tail.6.weight"} <= keys:
+        return "apbsn", 255
+    if {"enc1.conv.weight", "dec1_1.weight"} <= keys:
+        return "nbsn", 1
+    if any(k.startswith("nbsn.unet.") for k in keys):                 # AT-BSN-D's DoubleNet: AT-BSN's only
+        return "atbsn", 255
+    if "unet.intro.conv.weight" in keys:
+        raise ConfigError(
+            f"{source}: ambiguous layout, its keys fit 'atbsn --input-range 255' (AT-BSN's N_BSN or ATBSN) and "
+            "'atbsn --input-range 1' (APR-RD's NBSN_1.00M or its AT-BSN teacher); pass --from atbsn and "
+            "--input-range 255 or 1")
     try:
-        if args.source == "apbsn":
-            out = import_bsn(args.input, args.output, not args.no_r3, args.unsafe_load)
-        elif args.source in ("nbsn", "atbsn"):
-            out = import_single_pass(args.source, args.input, args.output, args.unsafe_load)
-        else:
-            out = import_amsnet(args.input, args.output, args.arch, args.preset, args.network_yaml, args.branch,
-                                args.pd_train, args.pd_test, args.r3, args.unsafe_load)
-    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    params = sum(v.numel() for k, v in out["network"].items() if not k.endswith(("running_mean", "running_var",
-                                                                              "num_batches_tracked")))
-    print(f"wrote {args.output}: {out['opt']['network']['type']} ({params:,} weights), "
-          f"network {out['opt']['network']}, method {out['opt']['method']}")
-    return 0
+        detect_arch(keys)
+    except ValueError:
+        raise ConfigError(f"{source}: unknown layout (first keys: {sorted(keys)[:4]}); pass --from, one of "
+                          f"{', '.join(LAYOUTS)}") from None
+    return "amsnet", 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def import_checkpoint(src: Path, dst: Path, kind: str | None = None, input_range: int | None = None,
+                      r3: bool | None = None, unsafe: bool = False, **amsnet_options) -> dict:
+    """Import ``src`` (layout ``kind``, or detected) into our checkpoint ``dst``; returns what was written.
+    ``input_range``: the range the network sees, 1 or 255 (see ``INPUT_RANGES``; only atbsn has a choice).
+    ``r3``: write method.r3 (default: on for apbsn, as its authors infer; off for amsnet).
+    ``amsnet_options``: the other keyword arguments of ``import_amsnet`` (arch, preset, branch, ...)."""
+    src, dst = Path(src), Path(dst)
+    if kind is None:
+        kind, detected_range = detect_layout(read_checkpoint(src, unsafe), str(src))
+        input_range = input_range or detected_range
+    if kind not in LAYOUTS:
+        raise ConfigError(f"unknown layout {kind!r}; known: {', '.join(LAYOUTS)}")
+    input_range = input_range or INPUT_RANGES[kind][0]
+    if input_range not in INPUT_RANGES[kind]:
+        raise ConfigError(f"input range {input_range} is not one of layout {kind}'s: "
+                          f"{', '.join(map(str, INPUT_RANGES[kind]))}")
+    if kind == "apbsn":
+        return import_bsn(src, dst, r3 is not False, unsafe)
+    if kind in ("nbsn", "atbsn"):
+        return import_single_pass(kind, src, dst, unsafe, input_range)
+    return import_amsnet(src, dst, r3=bool(r3), unsafe=unsafe, **amsnet_options)
