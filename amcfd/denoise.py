@@ -19,8 +19,9 @@ Reuse: a stage folder is named after its identity (engine/runs.py): the photos' 
 the stage's resolved options (the budget included) and the stage it starts from. The same work is reused (or
 resumed after a crash); any difference trains anew in another folder, with one line saying what differed.
 ``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing.
-``--pretrained FILE`` skips training and denoises with a checkpoint (ours, or one imported by
-scripts/import_checkpoint.py). ``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary.
+``--pretrained FILE`` skips training and denoises with a checkpoint (ours, one imported by
+scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``). ``--clean FOLDER`` (same
+relative names) adds PSNR/SSIM to the summary.
 Training reads only the noisy photos; the photos are never written to. One command at a time per work folder.
 """
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
     p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
     p.add_argument("--budget-minutes", type=float, default=30.0, help="training time of all stages (default 30)")
-    p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours or an imported one)")
+    p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours, an imported one, or a "
+                                        "released model by name: amcfd-weights list)")
     p.add_argument("--clean", help="folder of clean references with the same names: PSNR/SSIM in the summary")
     p.add_argument("--keep", choices=KEEP, default="all",
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
@@ -265,12 +267,13 @@ def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict
 def check_arguments(args) -> tuple[Path, Path]:
     """One-line errors before anything is written."""
     from amcfd.cli import check_output_folder
+    from amcfd.hub.weights import is_release_name, resolve_checkpoint
 
     source, out_dir = Path(args.photos), Path(args.output)
     if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
-    if args.pretrained and not Path(args.pretrained).is_file():
-        raise ConfigError(f"--pretrained: file does not exist: {args.pretrained}")
+    if args.pretrained and not (Path(args.pretrained).is_file() or is_release_name(args.pretrained)):
+        raise ConfigError(f"--pretrained: no such file or released model (amcfd-weights list): {args.pretrained}")
     if args.clean and not Path(args.clean).is_dir():
         raise ConfigError(f"--clean: folder does not exist: {args.clean}")
     if args.options and not Path(args.options).is_dir():
@@ -278,6 +281,8 @@ def check_arguments(args) -> tuple[Path, Path]:
     if source.is_file() and not args.pretrained:
         raise ConfigError(f"{source} is one photo: training needs a folder of them (or give --pretrained)")
     check_output_folder(source, out_dir)
+    if args.pretrained:
+        args.pretrained = resolve_checkpoint(args.pretrained)   # a released model's name: fetched once
     return source, out_dir
 
 

@@ -276,7 +276,10 @@ def _paths_as_text(section: Any) -> None:
 
 
 def _check_paths(section: Any, prefix: str) -> None:
-    """Keys that name input files or folders (``is_path_key`` except outputs) must exist when set."""
+    """Keys that name input files or folders (``is_path_key`` except outputs) must exist when set (a checkpoint
+    may also be a released model's name: hub/weights.py, fetched when it is loaded)."""
+    from amcfd.hub.weights import is_release_name
+
     if not isinstance(section, dict):
         return
     for key, value in section.items():
@@ -285,7 +288,7 @@ def _check_paths(section: Any, prefix: str) -> None:
             _check_paths(value, name + ".")
             continue
         if is_path_key(key) and key not in OUTPUT_PATH_KEYS and isinstance(value, str) and value:
-            if not Path(value).expanduser().exists():
+            if not Path(value).expanduser().exists() and not is_release_name(value):   # or a released model
                 raise ConfigError(f"option '{name}': file or folder does not exist: {value}")
 
 

@@ -193,7 +193,7 @@ def test_second_run_on_the_same_work_folder_is_refused(photos, trained):
     (("missing", "--output", "o"), "not found: missing"),
     (("noisy/p0.png", "--output", "o"), "training needs a folder"),
     (("noisy", "--output", "o", "--budget-minutes", "0"), "--budget-minutes must be > 0"),
-    (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: file does not exist"),
+    (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: no such file or released model"),
     (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for 4 photo(s)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):

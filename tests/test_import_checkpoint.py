@@ -179,3 +179,78 @@ def test_atbsn_teacher_imports_with_the_validation_hole_size(script, tmp_path, c
     assert script.main(["--from", "nbsn", str(tmp_path / "atbsn.pth"), str(tmp_path / "x.pth")]) == 2
     assert "not an APR-RD/TM-BSN NBSN" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def _lightning(sd: dict) -> dict:
+    return {"state_dict": {f"net.dn.branches.0.{k}": v for k, v in sd.items()}, "epoch": 1}
+
+
+def _apbsn_trainer(sd: dict) -> dict:
+    return {"epoch": 20, "model_weight": {"denoiser": sd}, "optimizer_weight": {}}
+
+
+def _plain(sd: dict) -> dict:
+    return sd
+
+
+AMBIGUOUS = None
+
+
+@pytest.mark.parametrize("name, save_as, expected", [
+    ("amsnet_restormer.pt", _lightning, ("amsnet", 1)),
+    ("amsnet_unet.pt", _lightning, ("amsnet", 1)),
+    ("amsnet_dncnn.pt", _lightning, ("amsnet", 1)),
+    ("amsnet_nafnetbase.pt", _lightning, ("amsnet", 1)),
+    ("amsnet_deamnet.pt", _lightning, ("amsnet", 1)),
+    ("apbsn_dbsnl.pt", _apbsn_trainer, ("apbsn", 255)),
+    ("apbsn_apbsn.pt", _apbsn_trainer, ("apbsn", 255)),
+    ("ambsn_bsn.pt", _apbsn_trainer, ("apbsn", 255)),
+    ("ambsn_ambsn.pt", _apbsn_trainer, ("apbsn", 255)),
+    ("aprrd_nbsn102.pt", lambda sd: {"model_state_dict": sd}, ("nbsn", 1)),       # APR-RD's NBSN_1.02M
+    ("aprrd_nbsn102.pt", _plain, ("nbsn", 1)),                                      # TM-BSN's NBSN_SIDD.pth
+    ("atbsn_nbsn.pt", _double_net, ("atbsn", 255)),                                 # AT-BSN-D's DoubleNet
+    ("atbsn_nbsn.pt", lambda sd: {f"module.{k}": v for k, v in sd.items()}, AMBIGUOUS),   # N_BSN: 255 or 1?
+    ("atbsn_atbsn.pt", _plain, AMBIGUOUS),                                          # AT-BSN's teacher
+    ("aprrd_atbsn_T.pt", _plain, AMBIGUOUS),                                        # APR-RD's AT-BSN teacher
+])
+def test_the_layout_is_detected_from_the_keys_or_refused_when_ambiguous(name, save_as, expected):
+    from amcfd.hub.importers import detect_layout
+    from amcfd.registry import ConfigError
+
+    saved = save_as(load_reference(name)["state_dict"])
+    if expected is AMBIGUOUS:
+        with pytest.raises(ConfigError) as err:
+            detect_layout(saved, name)
+        message = str(err.value)
+        assert "\n" not in message and "ambiguous" in message
+        assert "--input-range 255" in message and "--input-range 1" in message and "--from" in message
+    else:
+        assert detect_layout(saved, name) == expected
+
+
+def test_the_reference_lightning_file_is_detected_as_amsnet():
+    from amcfd.hub.importers import detect_layout, read_checkpoint
+
+    assert detect_layout(read_checkpoint(shared_path("reference", "amsnet_lightning_ckpt.pt")))[0] == "amsnet"
+
+
+def test_without_from_the_script_imports_a_detected_layout_and_refuses_an_ambiguous_one(script, tmp_path, capsys):
+    ref = load_reference("aprrd_nbsn102.pt")
+    torch.save(ref["state_dict"], tmp_path / "NBSN_SIDD.pth")
+    assert script.main([str(tmp_path / "NBSN_SIDD.pth"), str(tmp_path / "ours.pth")]) == 0
+    assert load_checkpoint(tmp_path / "ours.pth")["opt"]["network"]["type"] == "NBSN"
+
+    student = load_reference("atbsn_nbsn.pt")
+    torch.save(student["state_dict"], tmp_path / "n_bsn.pth")
+    assert script.main([str(tmp_path / "n_bsn.pth"), str(tmp_path / "guess.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ambiguous" in err and not (tmp_path / "guess.pth").exists()
+    for input_range in (255, 1):              # told which: the network sees what it was told
+        out = tmp_path / f"range{input_range}.pth"
+        assert script.main(["--from", "atbsn", "--input-range", str(input_range), str(tmp_path / "n_bsn.pth"),
+                            str(out)]) == 0
+        network = load_checkpoint(out)["opt"]["network"]
+        assert network["type"] == "ATBSNStudent" and network.get("value_range", 1) == input_range
+    assert script.main(["--from", "nbsn", "--input-range", "255", str(tmp_path / "NBSN_SIDD.pth"),
+                        str(tmp_path / "x.pth")]) == 2
+    assert "input range 255" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()

@@ -56,6 +56,7 @@ def test_wheel_ships_every_option_file(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     expected = {f"amcfd/configs/{p.relative_to(CONFIG_DIR).as_posix()}" for p in CONFIG_DIR.rglob("*.yml")}
     assert "amcfd/configs/train/demo.yml" in expected and expected <= names
+    assert "amcfd/hub/registry.yml" in names                       # released weights by name
 
 
 def test_installed_copy_is_the_one_imported(installed, tmp_path):
@@ -63,7 +64,7 @@ def test_installed_copy_is_the_one_imported(installed, tmp_path):
     module, configs = run([installed["python"], "-I", "-c", code], tmp_path).split()
     assert Path(module).parent == installed["purelib"] / "amcfd"
     assert Path(configs) == installed["purelib"] / "amcfd" / "configs"
-    for script in ("amcfd-denoise", "amcfd-train", "amcfd-valid", "amcfd-test"):  # run by the venv's python
+    for script in ("amcfd-denoise", "amcfd-train", "amcfd-valid", "amcfd-test", "amcfd-weights"):  # the venv's python
         first = (installed["venv"] / "bin" / script).read_text().splitlines()[0]
         assert first == f"#!{installed['python']}", first
 
@@ -71,6 +72,7 @@ def test_installed_copy_is_the_one_imported(installed, tmp_path):
 def test_console_scripts_work_from_another_folder(installed, tmp_path):
     bin_dir = installed["venv"] / "bin"
     assert "usage: amcfd-denoise" in run([bin_dir / "amcfd-denoise", "--help"], tmp_path)
+    assert "| tmbsn-sidd | parkjun210/TM-BSN/ckpt/NBSN_SIDD.pth |" in run([bin_dir / "amcfd-weights", "list"], tmp_path)
     out = run([bin_dir / "amcfd-train", "-opt", "options/train/demo.yml", "--debug", "--set", "train.total_iter=2",
                "train.warmup_iter=0", "datasets.train.images=[astronaut]", "datasets.train.crop_size=48",
                "datasets.val.images=[coffee]", "datasets.val.center_crop=64", "logger.use_tb_logger=false",

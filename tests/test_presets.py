@@ -64,3 +64,13 @@ def test_only_with_an_unknown_entry_is_a_one_line_error(pairs, capsys):
                                "--only", "nope"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--only: no entry named 'nope'" in err[0]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_imported_checkpoints_are_released_names(preset, pairs):
+    """A preset's ``checkpoint:`` rows name registered releases (fetched by name), not files of one machine."""
+    from amcfd.hub.weights import releases
+
+    for entry in load(preset, pairs)["methods"]:
+        if entry.get("checkpoint"):
+            assert entry["checkpoint"] in releases(), entry["name"]

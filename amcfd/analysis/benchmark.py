@@ -27,7 +27,7 @@ Benchmark option file::
         classical: bilateral       # or nlm (analysis/classical.py); parameters under 'params', or per row:
         rows: {BF 7/30/3: {diameter: 7, sigma_color: 30, sigma_space: 3}}
       - name: TM-BSN (SIDD weights)
-        checkpoint: path/to/imported.pth                    # scripts/import_checkpoint.py output
+        checkpoint: tmbsn-sidd      # a released model's name (amcfd-weights list), or an imported file's path
         rows: {TM-BSN: {}}
         note: not trained on this data
 
@@ -49,6 +49,7 @@ import torch
 import yaml
 
 from amcfd.analysis.classical import CLASSICAL
+from amcfd.hub.weights import resolve_checkpoint
 from amcfd.metrics import report_key
 from amcfd.provenance import git_commit
 from amcfd.registry import ConfigError
@@ -225,6 +226,8 @@ class Benchmark:
                 raise RuntimeError(f"needs {', '.join(depends)}, which failed")
             if entry.get("train"):
                 self.checkpoints[name] = self.train(entry)
+            elif entry.get("checkpoint"):        # a path, or a released model's name (fetched once)
+                self.checkpoints[name] = Path(resolve_checkpoint(entry["checkpoint"]))
         except Exception as exc:                 # noqa: BLE001 - a failed method is reported, the others go on
             for label in rows_of(entry):
                 self.fail(label, entry, exc)
@@ -239,7 +242,7 @@ class Benchmark:
                     self.score(label, {**info, "filter": settings},
                                lambda fn=fn, settings=settings: (lambda x: fn(x, **settings), None))
                 else:
-                    checkpoint = self.checkpoints.get(name) or Path(entry["checkpoint"])
+                    checkpoint = self.checkpoints[name]
                     self.score(label, {**info, "checkpoint": str(checkpoint)},
                                lambda c=checkpoint, o=overrides: self.denoiser(c, o, entry.get("network")),
                                retrained=name in self.retrained)

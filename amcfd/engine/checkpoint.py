@@ -4,10 +4,12 @@ Every checkpoint is read with ``torch.load(weights_only=True)``: only tensors an
 unpickled, so a file from elsewhere cannot run code. Ours are written in those types only (``atomic_save``
 turns paths and numpy values into plain ones; ``rng_state`` stores numpy's key as a tensor). Authors' files
 that need full unpickling go through ``scripts/import_checkpoint.py --unsafe-load`` once, by choice.
+A ``.safetensors`` file (``save_safetensors``: no pickle at all) is read by every loader as well.
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import pickle
@@ -145,15 +147,55 @@ def _allow_numpy_arrays() -> None:
 _allow_numpy_arrays()
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load one of our checkpoints (or a bare state_dict) with ``weights_only=True``: a file that holds
-    anything but tensors and plain containers (e.g. a pickle that would run code) is refused, unexecuted.
-    Bad or refused files are a one-line ConfigError."""
-    path = Path(path)
+def save_safetensors(ckpt: dict, path: Path) -> None:
+    """Write our checkpoint as ``.safetensors``: tensors ``network.<key>`` (and ``network_ema.<key>``), and in the
+    header ``amcfd`` the JSON of the rest that describes the model (format, opt: network and method, iteration,
+    imported_from). Optimizer and RNG states are left out: the file is for sharing a trained model."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{part}.{k}": v.detach().cpu().contiguous().clone()
+               for part in ("network", "network_ema") for k, v in (ckpt.get(part) or {}).items()}
+    header = {k: ckpt.get(k) for k in ("format", "opt", "iteration", "imported_from")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        save_file(tensors, str(tmp), metadata={"amcfd": json.dumps(weights_only_types(header), default=str)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_safetensors(path: Path, map_location) -> dict:
+    """Our checkpoint from a ``save_safetensors`` file (or a bare safetensors state_dict)."""
+    from safetensors import safe_open
+
+    device = str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
+    with safe_open(str(path), framework="pt", device=device) as f:
+        header = json.loads((f.metadata() or {}).get("amcfd", "null"))
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if header is None:
+        return {"format": "state_dict", "network": tensors}
+    parts = {part: {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")}
+             for part in ("network", "network_ema")}
+    return {**header, "network": parts["network"], "network_ema": parts["network_ema"] or None}
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load one of our checkpoints (or a bare state_dict) with ``weights_only=True``: a file that holds anything
+    but tensors and plain containers (e.g. a pickle that would run code) is refused, unexecuted. A
+    ``.safetensors`` file is read without pickle. A released model's name (``amcfd-weights list``) that is not a
+    path reads its converted file, fetched once (hub/weights.py). Bad or refused files are a one-line ConfigError."""
+    from amcfd.hub.weights import resolve_checkpoint
+
+    path = Path(resolve_checkpoint(str(path)))
+    try:
+        if path.suffix == ".safetensors":
+            ckpt = _load_safetensors(path, map_location)
+        else:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise ConfigError(f"checkpoint not found: {path}") from None
+        hint = "" if path.suffix or len(path.parts) > 1 else " (released weights by name: amcfd-weights list)"
+        raise ConfigError(f"checkpoint not found: {path}{hint}") from None
     except pickle.UnpicklingError as exc:
         reason = _refusal_reason(exc)
         if not re.search(r"GLOBAL|[Uu]nsupported class|allowed global", reason):
