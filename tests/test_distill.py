@@ -278,3 +278,35 @@ def test_teacher_from_a_bare_state_dict_needs_only_its_network(tmp_path):
     teacher = FrozenTeacher(str(path), network=TINY_NET)
     assert (type(teacher.method).__name__, teacher.method.pd_test, teacher.method.r3) == ("AMSNet", 2, True)
     assert teacher(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
+# ----------------------------------------------------------------------------- the guide
+@pytest.mark.parametrize("targets", ["cache", "online"])
+def test_nlm_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, targets):
+    """guide: nlm puts OpenCV non-local means at the image's own noise level where BF(I_N) was; cached apart."""
+    from amcfd.ops.guides import nlm_filter
+
+    method = {**coarse(teacher_ckpt, targets=targets, guide="nlm", nlm={"strength": 1.5}), "bilateral": None}
+    trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
+    assert trainer.method.guide == "nlm" and trainer.method.bilateral["strength"] == 1.5
+    if targets == "cache":                              # each stored guide is NLM of its whole image
+        dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
+        expected = [nlm_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=1.5)[0].permute(1, 2, 0).numpy()
+                    for x in dataset.noisy]
+        stored = sorted((tmp_path / "teacher_targets").glob("bilateral-*/*.npy"))
+        assert len(stored) == len(expected)
+        for file in stored:
+            got = np.load(file)[0]
+            assert min(np.abs(got - e).max() for e in expected if e.shape == got.shape) < 1e-3   # float16 storage
+    trainer.train()
+    assert trainer.iteration == 2
+
+
+def test_the_guide_and_its_options_are_checked(teacher_ckpt):
+    from amcfd.methods.distill_coarse import DistillCoarse
+
+    net = build_arch(TINY_NET)
+    with pytest.raises(ConfigError, match="method.guide' must be one of"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="bm3d")
+    with pytest.raises(ConfigError, match="method.nlm"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="nlm", nlm={"strength": -1})

@@ -38,7 +38,7 @@ from amcfd.engine import dist
 from amcfd.engine.checkpoint import load_checkpoint
 from amcfd.engine.inference import build_denoiser, seeded, tiled_denoise
 from amcfd.ops.augment import NUM_MODES, augment, augment_inverse
-from amcfd.ops.bilateral import bilateral_filter
+from amcfd.ops.guides import GUIDES
 from amcfd.registry import ConfigError, check_kwargs
 
 log = logging.getLogger("amcfd")
@@ -159,8 +159,9 @@ class TeacherTargets:
 
     teacher: FrozenTeacher
     modes: list[int]
-    bilateral: dict = field(default_factory=dict)
+    bilateral: dict = field(default_factory=dict)     # the guide's options
     cached: bool = True
+    guide: str = "bilateral"                          # ops/guides.py GUIDES
 
     def teacher_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1 + len(modes), C, H, W): [T(I_N), A^-1(T(A(I_N))) for A in modes]."""
@@ -168,8 +169,8 @@ class TeacherTargets:
         return torch.stack(parts, dim=1)
 
     def bilateral_output(self, noisy: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 1, C, H, W): BF(I_N) of the whole image."""
-        return bilateral_filter(noisy, **self.bilateral)[:, None]
+        """(B, C, H, W) -> (B, 1, C, H, W): the guide BF(I_N) of the whole image (bilateral, or ``guide``)."""
+        return GUIDES[self.guide](noisy, **self.bilateral)[:, None]
 
     def parts(self) -> dict:
         """Cached parts: name -> (key of what it depends on, function). The bilateral image does not
@@ -179,7 +180,8 @@ class TeacherTargets:
                                   ).hexdigest()[:20]
 
         return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
-                "bilateral": (key(bilateral=self.bilateral), self.bilateral_output)}
+                "bilateral": (key(bilateral=self.bilateral) if self.guide == "bilateral" else
+                              key(guide=self.guide, options=self.bilateral), self.bilateral_output)}
 
 
 def _image_key(name: str, noisy: np.ndarray) -> str:

@@ -7,7 +7,8 @@
 I_DN = T(I_N) is the teacher (AMSNet-P-E by default: P_2 multi-mask inference + R^3),
 I_DN^aug = A^-1(T(A(I_N))) for a dihedral transform A drawn per image from ``aug_modes``,
 alpha^r = non-flat map of I_DN^r (ops/texture.py), BF = bilateral filter of the noisy input
-(ops/bilateral.py), L_p = isotropic TV (AMSNet Eq. 9). The student learns the bilateral-filtered
+(ops/bilateral.py; the paper's guide) or, with ``guide: nlm``, non-local means at the image's own noise
+level (ops/guides.py), L_p = isotropic TV (AMSNet Eq. 9). The student learns the guide's
 detail where the teacher sees texture and copies the teacher in flat areas (AM-CFD, coarse
 distillation figure). The paper publishes no weights, norms, filter or map parameters: all are
 options here.
@@ -21,12 +22,13 @@ from amcfd.losses.basic import smoothness_tv
 from amcfd.losses.distill import NORMS, structure_aware_terms
 from amcfd.methods.base import Method
 from amcfd.ops.augment import apply_augmented, random_modes
-from amcfd.ops.bilateral import bilateral_filter
+from amcfd.ops.guides import GUIDES
 from amcfd.ops.texture import texture_map
 from amcfd.registry import METHODS, ConfigError, check_kwargs
 
 TARGET_MODES = ("cache", "online")
 BILATERAL_DEFAULTS = {"d": 7, "sigma_color": 30.0, "sigma_space": 3.0}
+NLM_DEFAULTS = {"h": "auto", "strength": 1.0, "template": 7, "search": 21}
 
 
 @METHODS.register()
@@ -46,6 +48,9 @@ class DistillCoarse(Method):
         options/bench/bilateral.yml, among the best of BF(I_N) alone on CC15 and PolyU (light real noise),
         and above the noisy input on the synthetic demo data; stronger filters (d 9, 50-75) lost on PolyU
         (docs/results.md, "Benchmark: bilateral_cc15", "bilateral_polyu30", "bilateral_synthetic").
+      guide: the classical guide BF(I_N) of the L_bf term: 'bilateral' (the paper's) | 'nlm' (OpenCV
+        non-local means, h = strength x the image's own noise level: ops/guides.py).
+      nlm: kwargs of ops.guides.nlm_filter for guide 'nlm' (h auto, strength 1, template 7, search 21).
       texture: kwargs of ops.texture.texture_map, the "non-flat find" alpha.
       bf_weight, ga_weight: weights of the L_bf and L_ga terms (1, 1).
       bf_norm, ga_norm: 'l1' | 'l2' | 'charbonnier' (l1, l1).
@@ -54,7 +59,8 @@ class DistillCoarse(Method):
     """
 
     def __init__(self, net: nn.Module, teacher: dict | None = None, targets: str = "cache",
-                 aug_modes: list = (1, 2, 3), bilateral: dict | None = None, texture: dict | None = None,
+                 aug_modes: list = (1, 2, 3), bilateral: dict | None = None, guide: str = "bilateral",
+                 nlm: dict | None = None, texture: dict | None = None,
                  bf_weight: float = 1.0, ga_weight: float = 1.0, bf_norm: str = "l1", ga_norm: str = "l1",
                  smooth_weight: float = 0.01, smooth_eps: float = 1e-6):
         super().__init__(net)
@@ -69,10 +75,14 @@ class DistillCoarse(Method):
         for name, w in (("bf_weight", bf_weight), ("ga_weight", ga_weight), ("smooth_weight", smooth_weight)):
             if w < 0:
                 raise ConfigError(f"option 'method.{name}' must be >= 0, got {w!r}")
-        self.bilateral, self.texture = {**BILATERAL_DEFAULTS, **(bilateral or {})}, dict(texture or {})
-        probe = torch.zeros(1, 3, 4, 4)
-        for name, fn, kwargs in (("bilateral", bilateral_filter, self.bilateral),
-                                 ("texture", texture_map, self.texture)):
+        if guide not in GUIDES:
+            raise ConfigError(f"option 'method.guide' must be one of {tuple(GUIDES)}, got {guide!r}")
+        self.guide = guide
+        self.bilateral = {**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else \
+            {**NLM_DEFAULTS, **(nlm or {})}                          # the guide's options
+        self.texture = dict(texture or {})
+        probe = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+        for name, fn, kwargs in ((guide, GUIDES[guide], self.bilateral), ("texture", texture_map, self.texture)):
             check_kwargs(fn, kwargs, f"method.{name}")
             try:                                          # values too (e.g. low > high), before any training
                 fn(probe, **kwargs)
@@ -91,7 +101,7 @@ class DistillCoarse(Method):
             from amcfd.engine.teacher import FrozenTeacher, TeacherTargets
 
             self._targets = TeacherTargets(FrozenTeacher(**self.teacher_options), self.aug_modes,
-                                           self.bilateral, cached=self.cached)
+                                           self.bilateral, cached=self.cached, guide=self.guide)
         return self._targets
 
     @property
@@ -105,7 +115,7 @@ class DistillCoarse(Method):
         noisy = batch["noisy"]
         with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
-            return (bilateral_filter(noisy, **self.bilateral), self.teacher(noisy),
+            return (GUIDES[self.guide](noisy, **self.bilateral), self.teacher(noisy),
                     apply_augmented(self.teacher, noisy, modes))
 
     def forward(self, batch: dict) -> dict:
