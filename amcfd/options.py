@@ -51,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "gamma": 0.5,            # multistep: factor
         "grad_clip": 0.0,        # max gradient norm; 0 = off
         "ema_decay": 0.0,        # EMA of weights (parameters and buffers); 0 = off, e.g. 0.999
-        "amp": False,            # false | bf16 | fp16: autocast on CUDA (ignored with a warning on CPU)
+        "amp": False,            # false | bf16 | fp16: autocast; bf16 also on CPUs with AVX512-BF16/AMX (else
+                                 # float32 with a warning); fp16 on CUDA only
         "max_minutes": 0.0,      # wall-clock budget from the start of the run; 0 = none. After a few steps the
                                  # run measures its speed and, if total_iter would not fit, shortens it (the
                                  # schedule then ends in time); never lengthens it, unless fill_budget
@@ -79,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "output": None,          # test.py: output folder (or --output); default results/<name>/images
         "save_img": False,       # valid.py: also write denoised images
         "tile_batch": 0,         # tiles per forward; 0 = automatic (CPU 1, accelerators 4)
-        "amp": None,             # CUDA: autocast the inference in 'bf16' or 'fp16' (null = float32)
+        "amp": None,             # autocast the inference: bf16 (CUDA, or a CPU with AVX512-BF16/AMX), fp16 (CUDA)
         "channels_last": False,  # run the network on channels-last tensors (faster convolutions on some devices)
         "compile": False,        # torch.compile the network (falls back to eager, with a warning, where unavailable)
     },

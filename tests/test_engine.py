@@ -178,14 +178,6 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
         assert torch.equal(w0[key], w1[key]), key
 
 
-def test_amp_on_cpu_is_ignored_with_a_warning(tmp_path):
-    with pytest.warns(UserWarning, match="train.amp=bf16 needs CUDA"):
-        trainer = Trainer(tiny_options(tmp_path, amp="bf16"))
-    assert trainer.amp_dtype is None
-    trainer.train(stop_at=1)
-    assert trainer.iteration == 1
-
-
 def test_max_minutes_shortens_the_run_to_the_budget(tmp_path):
     opt = tiny_options(tmp_path, total_iter=100000, max_minutes=0.02, warmup_iter=0)
     opt["val"]["val_freq"] = 0

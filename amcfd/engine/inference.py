@@ -16,6 +16,7 @@ from amcfd.archs import build_arch, load_weights
 from amcfd.data.loader import eval_loader
 from amcfd.engine import dist
 from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
+from amcfd.engine.precision import amp_dtype
 from amcfd.metrics import metric_label
 from amcfd.noise.auto import AUTO
 from amcfd.options import DEFAULTS, merge, split_loader_keys
@@ -109,7 +110,6 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     return out.div_(weight)
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def accelerate(net: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
@@ -196,16 +196,13 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
                          source=str(path))
     method = build_method(opt, net).to(device).eval()
     test = opt["test"]
-    amp = test["amp"]
-    if amp is not None and (amp not in AMP_DTYPES or device.type != "cuda"):
-        raise ConfigError(f"option 'test.amp' must be null, or bf16 / fp16 on a CUDA device; got {amp!r} on "
-                          f"{device.type}")
+    dtype = amp_dtype(test["amp"], device, "test.amp")
     accelerate(method.net, test["channels_last"], test["compile"])
     tile_batch = resolve_tile_batch(test["tile_batch"], device)
 
     def denoise_fn(noisy: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), seeded(opt["seed"], device), \
-                torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.float32), enabled=amp is not None):
+                torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = tiled_denoise(method.denoise, noisy.to(device), test["tile"], test["tile_overlap"], tile_batch)
         return out.float().clamp(0, 1)
 

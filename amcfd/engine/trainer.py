@@ -7,7 +7,6 @@ import math
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from amcfd.engine.inference import (
     tiled_denoise,
 )
 from amcfd.engine.logger import ExperimentLogger
+from amcfd.engine.precision import amp_dtype
 from amcfd.noise.auto import auto_summary, resolve_auto
 from amcfd.options import save_options
 from amcfd.registry import ConfigError
@@ -178,7 +178,7 @@ class Trainer:
         optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[t["optim"]]
         self.optimizer = optim_cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, t))
-        self.amp_dtype = self._amp_dtype(t["amp"])
+        self.amp_dtype = amp_dtype(t["amp"], self.device, "train.amp")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
@@ -196,14 +196,6 @@ class Trainer:
         self.train_set = self._with_teacher_targets(self.train_set)
 
     # ------------------------------------------------------------------ setup helpers
-    def _amp_dtype(self, amp):
-        if not amp:
-            return None
-        if self.device.type != "cuda":
-            warnings.warn(f"train.amp={amp} needs CUDA; training in float32 on {self.device}", stacklevel=2)
-            return None
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
     def _prepare_folder(self, auto_resume: bool) -> tuple:
         """(path, contents) of the checkpoint to resume from (--auto_resume; (None, None) if none), read once; or
         archive an existing folder."""
