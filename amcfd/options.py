@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
                                  # run measures its speed and, if total_iter would not fit, shortens it (the
                                  # schedule then ends in time); never lengthens it, unless fill_budget
         "fill_budget": False,    # with max_minutes: total_iter becomes the steps that fit, raised as well as lowered
+        "reuse_cpu_memory": True,  # CPU + glibc: keep freed activation memory for the next step instead of
+                                 # returning it to the system (engine/memory.py); the process keeps its peak memory
     },
     "val": {
         "val_freq": 1000,        # validate every N iterations (and at the end); 0 = only at the end

@@ -1,7 +1,8 @@
-"""AMSNet-Restormer inference time: ours against the authors' code (lll143653/amsnet), side by side.
+"""AMSNet inference and training time: ours against the authors' code (lll143653/amsnet), side by side.
 
     git clone https://github.com/lll143653/amsnet /tmp/amsnet && pip install einops   # their code, not ours
-    python scripts/bench_authors_speed.py --authors-code /tmp/amsnet --write-docs
+    python scripts/bench_authors_speed.py --authors-code /tmp/amsnet --write-docs            # inference
+    python scripts/bench_authors_speed.py --authors-code /tmp/amsnet --train --write-docs    # training step
 
 Both pipelines run the same random weights of the published Restormer (AMSNet's configs/restormer.yaml: their
 ``MultiMaskPdDn`` with ``mmbd``, 2 masks, ``pd_val`` 2) on one --size x --size image: B = multi-mask inference
@@ -12,10 +13,20 @@ torchvision, matplotlib, joblib) are stubbed, and einops must be installed. Each
 warm-up call of B of each code; the calls of one repetition run back to back (authors, ours) and the ratio is
 taken per repetition; medians over --reps (B) and --reps-e (B-E). That the two pipelines give the same outputs
 for the same masks is tested in tests/test_amsnet_identity.py.
+
+--train: one AMSNet-B training step of each published network (Restormer, batch x crop 4 x 160^2; NAFNetBase,
+2 x 160^2; --train-nets picks), the same random weights and input in both codes: their ``MultiMaskPdDn`` in
+training mode with their ``FirstPdMaskLoss`` (L1 on the masked positions of the first mask at PD 5, the loss of
+their configs), ours the ``AMSNet`` method's training loss at pd_train 5; then backward and an AdamW step
+(lr 1e-4, their optimiser), gradients set to None before each step. Each code runs in a process of its own (ours
+with the trainer's ``train.reuse_cpu_memory``, theirs with the allocator's defaults, as their trainer has; with
+--train-plain also ours without it); in each of --reps repetitions, the processes take turns, each running one
+untimed step and one timed step (the untimed one pages the step's memory in). Medians and per-repetition ratios.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -31,7 +42,8 @@ AUTHORS_RESTORMER = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 
                          heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="BiasFree")
 STUBBED = ("lightning", "lightning.pytorch", "lightning.pytorch.cli", "pytorch_lightning",
            "pytorch_lightning.utilities", "pytorch_lightning.utilities.types", "loguru", "joblib", "torchmetrics",
-           "torchvision", "torchvision.utils", "matplotlib", "matplotlib.pyplot")
+           "torchvision", "torchvision.utils", "torchvision.transforms", "matplotlib", "matplotlib.pyplot")
+TRAIN_CASES = {"Restormer": (4, 160), "NAFNetBase": (2, 160)}      # --train: batch, crop
 
 
 def _stub_modules() -> None:
@@ -57,18 +69,27 @@ def _stub_modules() -> None:
     sys.modules["loguru"].logger = logging.getLogger("authors")
     sys.modules["joblib"].PrintTime = object
     sys.modules["torchvision.utils"].make_grid = None
+    sys.modules["torchvision.transforms"].GaussianBlur = None     # their loss.py's BGCLoss, not timed
     sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
 
 
-def authors_pipelines(code: Path, weights: dict) -> dict:
-    """Their MultiMaskPdDn for B and B-E, with ``weights`` (our Restormer state_dict: the same keys)."""
+def _import_authors(code: Path):
     try:
         import einops  # noqa: F401
     except ImportError:
         sys.exit("their Restormer needs einops: pip install einops")
-    _stub_modules()
-    sys.path.insert(0, str(code))
-    from codes.model import MultiMaskPdDn
+    if "codes.model" not in sys.modules:
+        _stub_modules()
+        sys.path.insert(0, str(code))
+    import codes.loss
+    import codes.model
+
+    return codes.model, codes.loss
+
+
+def authors_pipelines(code: Path, weights: dict) -> dict:
+    """Their MultiMaskPdDn for B and B-E, with ``weights`` (our Restormer state_dict: the same keys)."""
+    MultiMaskPdDn = _import_authors(code)[0].MultiMaskPdDn
 
     pipelines = {}
     for variant, r3 in (("B", -1), ("B-E", 0.16)):
@@ -87,6 +108,110 @@ def our_pipelines(net) -> dict:
             for variant, r3 in (("B", False), ("B-E", True))}
 
 
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _paired(label: str, theirs, ours, reps: int) -> dict:
+    """--reps back-to-back repetitions (authors, ours) after one warm-up call of each; medians and ratios."""
+    _timed(theirs)
+    _timed(ours)
+    times = {"authors": [], "ours": []}
+    for _ in range(reps):
+        times["authors"].append(_timed(theirs))
+        times["ours"].append(_timed(ours))
+        print(f"{label}: authors {times['authors'][-1]:.2f} s, ours {times['ours'][-1]:.2f} s", flush=True)
+    ratios = [a / o for a, o in zip(times["authors"], times["ours"])]
+    return {"authors_s": statistics.median(times["authors"]), "ours_s": statistics.median(times["ours"]),
+            "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "reps": reps}
+
+
+AUTHORS_NAFNETBASE = dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12,
+                          dec_blk_nums=[2, 2, 2, 2], dw_expand=1, ffn_expand=2)   # their configs/nafnet.yaml
+
+
+def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
+    """One code's training step in a process of its own, so each runs with its own allocator settings:
+    "authors" (glibc's defaults), "ours" (the trainer's train.reuse_cpu_memory), "ours-plain" (without it).
+    Answers ("block", k): one untimed step, then k timed steps (their seconds); then, for "ours", the kept
+    memory is given back, so that the next process's step has the machine's memory (untimed)."""
+    import torch
+
+    from amcfd.archs import build_arch
+    from amcfd.engine.memory import keep_freed_memory, release_freed_memory
+    from amcfd.methods.amsnet import AMSNet
+
+    torch.set_num_threads(threads)
+    batch, crop = TRAIN_CASES[name]
+    torch.manual_seed(0)
+    net = build_arch({"type": name, "preset": "published"}).train()
+    x = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(1))
+    if who == "authors":
+        model, loss = _import_authors(code)
+        theirs = model.MultiMaskPdDn(pd_train=5, pd_val=2, dn_net="mmbd", loss_fn=loss.FirstPdMaskLoss("l1", 5),
+                                     net_param={"branch_num": 1, "dn_branch": name, "branches_order": [0, 0],
+                                                "net_param": dict(AUTHORS_RESTORMER if name == "Restormer"
+                                                                  else AUTHORS_NAFNETBASE)})
+        theirs.dn.branches[0].load_state_dict(net.state_dict())
+        module, loss_fn = theirs.train(), functools.partial(theirs, x)
+    else:
+        if who == "ours":
+            keep_freed_memory()
+        module = AMSNet(net, pd_train=5, pd_test=2).train()
+        loss_fn = functools.partial(lambda m, batch: sum(m(batch).values()), module, {"noisy": x})
+    optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimiser.step()
+        return time.perf_counter() - start
+
+    conn.send("ready")
+    while (message := conn.recv()) != "stop":
+        step()
+        conn.send([step() for _ in range(message[1])])
+        release_freed_memory()
+    conn.close()
+
+
+def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: bool) -> dict:
+    """One AMSNet-B training step of each published network, theirs against ours (and ours without memory
+    reuse if ``plain``): per repetition, each code runs a block of one untimed and one timed step in turn."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rows = {}
+    for name in nets:
+        batch, crop = TRAIN_CASES[name]
+        workers = {}
+        for who in ("authors", "ours", *(["ours-plain"] if plain else [])):
+            parent, child = context.Pipe()
+            process = context.Process(target=_train_worker, args=(child, code, name, who, threads), daemon=True)
+            process.start()
+            assert parent.recv() == "ready"
+            workers[who] = (parent, process)
+        times = {who: [] for who in workers}
+        for _ in range(reps):
+            for who, (conn, _) in workers.items():
+                conn.send(("block", 1))
+                times[who] += conn.recv()
+            print(f"{name}: " + ", ".join(f"{who} {t[-1]:.2f} s" for who, t in times.items()), flush=True)
+        for conn, process in workers.values():
+            conn.send("stop")
+            process.join()
+        ratios = [a / o for a, o in zip(times["authors"], times["ours"])]
+        row = {"authors_s": statistics.median(times["authors"]), "ours_s": statistics.median(times["ours"]),
+               "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "reps": reps}
+        if plain:
+            row["ours_plain_s"] = statistics.median(times["ours-plain"])
+        rows[f"{name} {batch} x {crop}²"] = row
+    return rows
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -96,9 +221,15 @@ def main(argv=None) -> int:
     p.add_argument("--authors-code", type=Path, required=True, help="checkout of github.com/lll143653/amsnet")
     p.add_argument("--size", type=int, default=256, help="image side (default 256)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions of B (default 3)")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions of B, or of a --train step (default 3)")
     p.add_argument("--reps-e", type=int, default=2, help="timed repetitions of B-E (default 2)")
-    p.add_argument("--out", type=Path, default=REPO / "results" / "bench_authors_speed.json")
+    p.add_argument("--train", action="store_true", help="time a training step instead of inference")
+    p.add_argument("--train-nets", nargs="+", choices=list(TRAIN_CASES), default=list(TRAIN_CASES),
+                   help="--train: the networks (default both)")
+    p.add_argument("--train-plain", action="store_true",
+                   help="--train: also ours with train.reuse_cpu_memory false (glibc's defaults, as the authors')")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON report (default results/bench_authors_speed[_train].json)")
     p.add_argument("--write-docs", action="store_true", help="also the section of docs/results.md")
     args = p.parse_args(argv)
     if not (args.authors_code / "codes" / "model.py").is_file():
@@ -106,49 +237,53 @@ def main(argv=None) -> int:
     if min(args.size, args.threads, args.reps, args.reps_e) < 1:
         p.error("--size, --threads, --reps and --reps-e must be at least 1")
     torch.set_num_threads(args.threads)
+    if args.train:
+        return _report(args, argv, training_rows(args.authors_code.resolve(), args.train_nets, args.reps,
+                                                 args.threads, args.train_plain))
     torch.manual_seed(0)
     net = build_arch({"type": "Restormer", "preset": "published"}).eval()
     theirs = authors_pipelines(args.authors_code.resolve(), net.state_dict())
     ours = our_pipelines(net)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
 
-    def timed(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    rows = {}
     with torch.no_grad():
-        timed(lambda: theirs["B"](x))                              # warm-up (B-E runs the same kernels)
-        timed(lambda: ours["B"].denoise(x))
-        for variant, reps in (("B", args.reps), ("B-E", args.reps_e)):
-            times = {"authors": [], "ours": []}
-            for _ in range(reps):
-                times["authors"].append(timed(lambda v=variant: theirs[v](x)))
-                times["ours"].append(timed(lambda v=variant: ours[v].denoise(x)))
-                print(f"{variant}: authors {times['authors'][-1]:.2f} s, ours {times['ours'][-1]:.2f} s", flush=True)
-            ratios = [a / o for a, o in zip(times["authors"], times["ours"])]
-            rows[variant] = {"authors_s": statistics.median(times["authors"]),
-                             "ours_s": statistics.median(times["ours"]), "speedup_median": statistics.median(ratios),
-                             "speedup_min": min(ratios), "reps": reps}
-    table = ["| pipeline | authors' code (s) | ours (s) | ours faster by (median, min over repetitions) |",
-             "|---|---|---|---|"]
+        rows = {variant: _paired(variant, lambda v=variant: theirs[v](x), lambda v=variant: ours[v].denoise(x), reps)
+                for variant, reps in (("B", args.reps), ("B-E", args.reps_e))}
+    return _report(args, argv, rows)
+
+
+def _report(args, argv, rows: dict) -> int:
+    import torch
+
+    first = "training step" if args.train else "pipeline"
+    plain = any("ours_plain_s" in r for r in rows.values())
+    table = [f"| {first} | authors' code (s) | ours (s) | ours faster by (median, min over repetitions) |"
+             + (" ours, memory not reused (s) |" if plain else ""), "|---|---|---|---|" + ("---|" if plain else "")]
     for variant, r in rows.items():
         table.append(f"| {variant} | {r['authors_s']:.2f} | {r['ours_s']:.2f} | {r['speedup_median']:.2f}x "
-                     f"({r['speedup_min']:.2f}x) |")
+                     f"({r['speedup_min']:.2f}x) |" + (f" {r['ours_plain_s']:.2f} |" if plain else ""))
     text = "\n".join(table)
     print(text)
-    report = {"size": args.size, "threads": args.threads, "rows": rows, "torch": torch.__version__}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    report = {"mode": "train" if args.train else "inference", "size": args.size, "threads": args.threads,
+              "rows": rows, "torch": torch.__version__}
+    out = args.out or REPO / "results" / f"bench_authors_speed{'_train' if args.train else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
     if args.write_docs:
         from amcfd.analysis.results_doc import command_line, update_section
 
-        body = (f"AMSNet with the published Restormer (26.1M parameters, random weights: the weights do not change "
-                f"the time), one {args.size}x{args.size} image, {args.threads} CPU threads; seconds per image, "
-                f"median over repetitions (B {args.reps}, B-E {args.reps_e}), the two codes back to back in each."
-                f"\n\n{text}")
-        update_section("Speed: AMSNet-Restormer, ours vs the authors' code", body,
+        if args.train:
+            body = (f"One AMSNet-B training step (PD 5, the first mask's L1, backward, AdamW) of the published "
+                    f"networks (random weights), {args.threads} CPU threads; seconds per step, median over "
+                    f"{args.reps} repetitions, the two codes back to back in each.\n\n{text}")
+            title = "Speed: AMSNet training step, ours vs the authors' code"
+        else:
+            body = (f"AMSNet with the published Restormer (26.1M parameters, random weights: the weights do not "
+                    f"change the time), one {args.size}x{args.size} image, {args.threads} CPU threads; seconds per "
+                    f"image, median over repetitions (B {args.reps}, B-E {args.reps_e}), the two codes back to back "
+                    f"in each.\n\n{text}")
+            title = "Speed: AMSNet-Restormer, ours vs the authors' code"
+        update_section(title, body,
                        command_line(__file__, argv).replace(str(args.authors_code), "AUTHORS_CHECKOUT"))
     return 0
 

@@ -43,7 +43,6 @@ with --write-docs also the section "Speed: AMSNet teacher vs single-pass student
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shlex
@@ -60,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amcfd.analysis.results_doc import git_commit, machine_description, update_section  # noqa: E402
 from amcfd.archs import build_arch  # noqa: E402
 from amcfd.engine.inference import tiled_denoise  # noqa: E402
+from amcfd.engine.memory import keep_freed_memory  # noqa: E402
 from amcfd.methods.amsnet import AMSNet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,17 +188,6 @@ def devices(names: list[str]) -> list[torch.device]:
     return out
 
 
-def tune_glibc_malloc() -> None:
-    """glibc only: keep freed memory in one arena (mmap threshold 1 GiB, no trimming, one arena), so
-    large activations are reused instead of unmapped and page-faulted back in at every forward."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-          and libc.mallopt(m_arena_max, 1))
-    if not ok:
-        raise RuntimeError("mallopt refused the settings")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=["paper", "cpu"])
@@ -257,8 +246,8 @@ def write_outputs(rows: list[dict], meta: dict, out: Path, complete: bool) -> st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.tune_malloc:
-        tune_glibc_malloc()
+    if args.tune_malloc and not keep_freed_memory(single_arena=True):
+        raise RuntimeError("--tune-malloc needs glibc's mallopt")
     if args.threads:
         torch.set_num_threads(args.threads)
     command = shlex.join(["python", "scripts/bench_speed.py", *(sys.argv[1:] if argv is None else argv)])

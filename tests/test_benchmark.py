@@ -50,7 +50,7 @@ METHODS = [
      "rows": {"B": {"r3": False}, "B-E": {"r3": True, "r3_copies": 2}}},
     {"name": "student", "train": str(REPO / "options/train/distill_coarse_cpu.yml"), "teacher": "AMSNet",
      "set": {"method.teacher.method": {"r3": False}, "method.aug_modes": [1]},
-     "rows": {"student": {"type": "SinglePass"}}},
+     "rows": {"student": {"type": "SinglePass"}, "student bf16": {"type": "SinglePass", "test": {"amp": "bf16"}}}},
     {"name": "broken", "train": str(REPO / "options/train/photos.yml"), "set": {"method.pd_train": 0}},
     {"name": "after broken", "train": str(REPO / "options/train/distill_coarse_cpu.yml"), "teacher": "broken"},
     {"name": "NLM", "classical": "nlm"},
@@ -65,19 +65,21 @@ def load_script():
     return module
 
 
-def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path):
+def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMCFD_CPU_BF16", "1")                          # the bf16 row runs bf16 on any CPU
     script = load_script()
     config = write_config(tmp_path, METHODS)
     assert script.main(["-opt", str(config), "--quiet"]) == 0          # failures reported, not fatal
     report = json.loads((tmp_path / "work" / "tiny.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["noisy input", "B", "B-E", "student", "broken", "after broken", "NLM",
+    assert list(rows) == ["noisy input", "B", "B-E", "student", "student bf16", "broken", "after broken", "NLM",
                           "missing weights"]
-    for label in ("B", "B-E", "student", "NLM"):
+    for label in ("B", "B-E", "student", "student bf16", "NLM"):
         r = rows[label]
         assert "failed" not in r and r["n"] == 2 and set(r["per_image"]) == {"img0", "img1"}
         assert np.isfinite(r["psnr"]) and 0 < r["ssim_y"] <= 1 and r["ms_per_image"] > 0
     assert rows["B"]["params"] == rows["B-E"]["params"] > 0
+    assert 0 < abs(rows["student bf16"]["psnr"] - rows["student"]["psnr"]) < 0.5       # a row's test options
     assert rows["B-E"]["gflops"] > rows["B"]["gflops"] > 0              # R3: more forwards
     assert "pd_train" in rows["broken"]["failed"] and "needs broken" in rows["after broken"]["failed"]
     assert "no/such/file.pth" in rows["missing weights"]["failed"]

@@ -23,6 +23,7 @@ Benchmark option file::
         from: STAGE                # path.pretrain_network: STAGE's final checkpoint (fine-tuning)
         teacher: STAGE             # method.teacher.checkpoint: STAGE's final checkpoint (distillation)
         rows: {AMSNet-B: {r3: false}, AMSNet-B-E: {r3: true}}    # label: method overrides at evaluation
+        # a row's 'test' key holds test options instead: {AMSNet-B-E bf16: {r3: true, test: {amp: bf16}}}
       - name: bilateral
         classical: bilateral       # or nlm (analysis/classical.py); parameters under 'params', or per row:
         rows: {BF 7/30/3: {diameter: 7, sigma_color: 30, sigma_space: 3}}
@@ -296,8 +297,9 @@ class Benchmark:
         from amcfd.engine.inference import build_denoiser
         from amcfd.options import validate
 
-        opt = {"name": "benchmark", "device": self.cfg["device"], "method": dict(overrides),
-               "path": {"pretrain_network": str(checkpoint)}}
+        overrides = dict(overrides)
+        opt = {"name": "benchmark", "device": self.cfg["device"], "test": overrides.pop("test", None) or {},
+               "method": overrides, "path": {"pretrain_network": str(checkpoint)}}
         if network:
             opt["network"] = network
         method, fn = build_denoiser(validate(opt, "valid"))

@@ -38,6 +38,7 @@ from amcfd.engine.inference import (
     tiled_denoise,
 )
 from amcfd.engine.logger import ExperimentLogger
+from amcfd.engine.memory import keep_freed_memory
 from amcfd.engine.precision import amp_dtype
 from amcfd.noise.auto import auto_summary, resolve_auto
 from amcfd.options import save_options
@@ -179,6 +180,8 @@ class Trainer:
         self.optimizer = optim_cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, t))
         self.amp_dtype = amp_dtype(t["amp"], self.device, "train.amp")
+        if self.device.type == "cpu" and t["reuse_cpu_memory"]:
+            keep_freed_memory()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
