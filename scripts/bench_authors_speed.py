@@ -275,7 +275,8 @@ def _report(args, argv, rows: dict) -> int:
         if args.train:
             body = (f"One AMSNet-B training step (PD 5, the first mask's L1, backward, AdamW) of the published "
                     f"networks (random weights), {args.threads} CPU threads; seconds per step, median over "
-                    f"{args.reps} repetitions, the two codes back to back in each.\n\n{text}")
+                    f"{args.reps} repetitions; each code in a process of its own, the processes taking turns (one "
+                    f"untimed, then one timed step each).\n\n{text}")
             title = "Speed: AMSNet training step, ours vs the authors' code"
         else:
             body = (f"AMSNet with the published Restormer (26.1M parameters, random weights: the weights do not "
