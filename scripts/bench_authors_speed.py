@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO))
 # their configs/restormer.yaml (net_param of the Restormer branch)
 AUTHORS_RESTORMER = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
                          heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="BiasFree")
+AUTHORS_NAFNETBASE = dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12,
+                          dec_blk_nums=[2, 2, 2, 2], dw_expand=1, ffn_expand=2)   # their configs/nafnet.yaml
 STUBBED = ("lightning", "lightning.pytorch", "lightning.pytorch.cli", "pytorch_lightning",
            "pytorch_lightning.utilities", "pytorch_lightning.utilities.types", "loguru", "joblib", "torchmetrics",
            "torchvision", "torchvision.utils", "torchvision.transforms", "matplotlib", "matplotlib.pyplot")
@@ -123,20 +125,21 @@ def _paired(label: str, theirs, ours, reps: int) -> dict:
         times["authors"].append(_timed(theirs))
         times["ours"].append(_timed(ours))
         print(f"{label}: authors {times['authors'][-1]:.2f} s, ours {times['ours'][-1]:.2f} s", flush=True)
+    return _summary(times, reps)
+
+
+def _summary(times: dict, reps: int) -> dict:
+    """Median seconds of each code (key ``<code>_s``) and the per-repetition ratios authors / ours."""
     ratios = [a / o for a, o in zip(times["authors"], times["ours"])]
-    return {"authors_s": statistics.median(times["authors"]), "ours_s": statistics.median(times["ours"]),
+    return {**{f"{who.replace('-', '_')}_s": statistics.median(t) for who, t in times.items()},
             "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "reps": reps}
-
-
-AUTHORS_NAFNETBASE = dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12,
-                          dec_blk_nums=[2, 2, 2, 2], dw_expand=1, ffn_expand=2)   # their configs/nafnet.yaml
 
 
 def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
     """One code's training step in a process of its own, so each runs with its own allocator settings:
     "authors" (glibc's defaults), "ours" (the trainer's train.reuse_cpu_memory), "ours-plain" (without it).
-    Answers ("block", k): one untimed step, then k timed steps (their seconds); then, for "ours", the kept
-    memory is given back, so that the next process's step has the machine's memory (untimed)."""
+    Answers each "step": one untimed step, then one timed step (its seconds); then the memory kept is given
+    back (untimed), so that the next process's step has the machine's memory."""
     import torch
 
     from amcfd.archs import build_arch
@@ -163,17 +166,15 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
         loss_fn = functools.partial(lambda m, batch: sum(m(batch).values()), module, {"noisy": x})
     optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0)
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> None:
         optimiser.zero_grad(set_to_none=True)
         loss_fn().backward()
         optimiser.step()
-        return time.perf_counter() - start
 
     conn.send("ready")
-    while (message := conn.recv()) != "stop":
+    while conn.recv() == "step":
         step()
-        conn.send([step() for _ in range(message[1])])
+        conn.send(_timed(step))
         release_freed_memory()
     conn.close()
 
@@ -197,18 +198,13 @@ def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: b
         times = {who: [] for who in workers}
         for _ in range(reps):
             for who, (conn, _) in workers.items():
-                conn.send(("block", 1))
-                times[who] += conn.recv()
+                conn.send("step")
+                times[who].append(conn.recv())
             print(f"{name}: " + ", ".join(f"{who} {t[-1]:.2f} s" for who, t in times.items()), flush=True)
         for conn, process in workers.values():
             conn.send("stop")
             process.join()
-        ratios = [a / o for a, o in zip(times["authors"], times["ours"])]
-        row = {"authors_s": statistics.median(times["authors"]), "ours_s": statistics.median(times["ours"]),
-               "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "reps": reps}
-        if plain:
-            row["ours_plain_s"] = statistics.median(times["ours-plain"])
-        rows[f"{name} {batch} x {crop}²"] = row
+        rows[f"{name} {batch} x {crop}²"] = _summary(times, reps)
     return rows
 
 

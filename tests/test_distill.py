@@ -18,6 +18,7 @@ from amcfd.ops.augment import apply_augmented, augment
 from amcfd.ops.bilateral import bilateral_filter
 from amcfd.options import validate
 from amcfd.registry import DATASETS, ConfigError
+from tests.test_engine import record_losses
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_NET = {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3}
@@ -209,15 +210,7 @@ def test_tiny_coarse_then_fine_run_lowers_the_loss_and_test_py_uses_the_student(
     coarse_opt = distill_options(tmp_path, coarse(teacher_ckpt), total_iter=40, name="coarse")
     coarse_opt["train"]["lr"] = 3e-3
     trainer = Trainer(coarse_opt)
-    losses = []
-    step = trainer._step
-
-    def record(batch):
-        out = step(batch)
-        losses.append(float(out["l_total"].detach()))
-        return out
-
-    trainer._step = record
+    losses = record_losses(trainer)
     trainer.train()
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     coarse_ckpt = trainer.ckpt_dir / "iter_00000040.pth"
@@ -288,7 +281,7 @@ def test_nlm_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, target
 
     method = {**coarse(teacher_ckpt, targets=targets, guide="nlm", nlm={"strength": 1.5}), "bilateral": None}
     trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
-    assert trainer.method.guide == "nlm" and trainer.method.bilateral["strength"] == 1.5
+    assert trainer.method.guide == "nlm" and trainer.method.guide_options["strength"] == 1.5
     if targets == "cache":                              # each stored guide is NLM of its whole image
         dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
         expected = [nlm_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=1.5)[0].permute(1, 2, 0).numpy()

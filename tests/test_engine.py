@@ -43,6 +43,19 @@ def tiny_options(root: Path, **train) -> dict:
     return validate(opt, "train")
 
 
+def record_losses(trainer: Trainer) -> list[float]:
+    """The total loss of every step ``trainer`` takes from now on (appended as it trains)."""
+    losses, step = [], trainer._step
+
+    def record(batch):
+        out = step(batch)
+        losses.append(float(out["l_total"].detach()))
+        return out
+
+    trainer._step = record
+    return losses
+
+
 def test_resumed_run_ends_bitwise_identical(tmp_path):
     straight = Trainer(tiny_options(tmp_path / "a"))
     straight.train()

@@ -15,7 +15,7 @@ from amcfd.engine.inference import build_denoiser
 from amcfd.engine.trainer import Trainer
 from amcfd.options import validate
 from amcfd.registry import ConfigError
-from tests.test_engine import tiny_options
+from tests.test_engine import record_losses, tiny_options
 
 
 @pytest.fixture(autouse=True)
@@ -25,15 +25,7 @@ def fresh_warnings(monkeypatch):
 
 def _record_steps(trainer: Trainer) -> tuple[list, list]:
     """Losses of every step, and the dtypes the network's first convolution computed in."""
-    losses, dtypes = [], []
-    step = trainer._step
-
-    def record(batch):
-        out = step(batch)
-        losses.append(float(out["l_total"].detach()))
-        return out
-
-    trainer._step = record
+    losses, dtypes = record_losses(trainer), []
     first_conv = next(m for m in trainer.net.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     return losses, dtypes

@@ -110,8 +110,6 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     return out.div_(weight)
 
 
-
-
 def accelerate(net: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
     """The inference fast path of one network, in place (its state_dict and attributes unchanged):
     ``channels_last`` keeps weights and 4-D inputs channels-last; ``compile`` runs ``torch.compile`` on the

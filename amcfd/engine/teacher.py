@@ -159,18 +159,18 @@ class TeacherTargets:
 
     teacher: FrozenTeacher
     modes: list[int]
-    bilateral: dict = field(default_factory=dict)     # the guide's options
+    guide_options: dict = field(default_factory=dict)
     cached: bool = True
-    guide: str = "bilateral"                          # ops/guides.py GUIDES
+    guide: str = "bilateral"                          # ops/guides.py GUIDES; guide_options its kwargs
 
     def teacher_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1 + len(modes), C, H, W): [T(I_N), A^-1(T(A(I_N))) for A in modes]."""
         parts = [self.teacher(noisy)] + [self.teacher.augmented(noisy, m) for m in self.modes]
         return torch.stack(parts, dim=1)
 
-    def bilateral_output(self, noisy: torch.Tensor) -> torch.Tensor:
+    def guide_output(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1, C, H, W): the guide BF(I_N) of the whole image (bilateral, or ``guide``)."""
-        return GUIDES[self.guide](noisy, **self.bilateral)[:, None]
+        return GUIDES[self.guide](noisy, **self.guide_options)[:, None]
 
     def parts(self) -> dict:
         """Cached parts: name -> (key of what it depends on, function). The bilateral image does not
@@ -180,8 +180,8 @@ class TeacherTargets:
                                   ).hexdigest()[:20]
 
         return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
-                "bilateral": (key(bilateral=self.bilateral) if self.guide == "bilateral" else
-                              key(guide=self.guide, options=self.bilateral), self.bilateral_output)}
+                "bilateral": (key(bilateral=self.guide_options) if self.guide == "bilateral" else
+                              key(guide=self.guide, options=self.guide_options), self.guide_output)}
 
 
 def _image_key(name: str, noisy: np.ndarray) -> str:

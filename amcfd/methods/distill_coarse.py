@@ -78,11 +78,11 @@ class DistillCoarse(Method):
         if guide not in GUIDES:
             raise ConfigError(f"option 'method.guide' must be one of {tuple(GUIDES)}, got {guide!r}")
         self.guide = guide
-        self.bilateral = {**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else \
-            {**NLM_DEFAULTS, **(nlm or {})}                          # the guide's options
+        self.guide_options = {**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else \
+            {**NLM_DEFAULTS, **(nlm or {})}
         self.texture = dict(texture or {})
         probe = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-        for name, fn, kwargs in ((guide, GUIDES[guide], self.bilateral), ("texture", texture_map, self.texture)):
+        for name, fn, kwargs in ((guide, GUIDES[guide], self.guide_options), ("texture", texture_map, self.texture)):
             check_kwargs(fn, kwargs, f"method.{name}")
             try:                                          # values too (e.g. low > high), before any training
                 fn(probe, **kwargs)
@@ -101,7 +101,7 @@ class DistillCoarse(Method):
             from amcfd.engine.teacher import FrozenTeacher, TeacherTargets
 
             self._targets = TeacherTargets(FrozenTeacher(**self.teacher_options), self.aug_modes,
-                                           self.bilateral, cached=self.cached, guide=self.guide)
+                                           self.guide_options, cached=self.cached, guide=self.guide)
         return self._targets
 
     @property
@@ -115,7 +115,7 @@ class DistillCoarse(Method):
         noisy = batch["noisy"]
         with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
-            return (GUIDES[self.guide](noisy, **self.bilateral), self.teacher(noisy),
+            return (GUIDES[self.guide](noisy, **self.guide_options), self.teacher(noisy),
                     apply_augmented(self.teacher, noisy, modes))
 
     def forward(self, batch: dict) -> dict:
