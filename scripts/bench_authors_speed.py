@@ -22,6 +22,10 @@ their configs), ours the ``AMSNet`` method's training loss at pd_train 5; then b
 with the trainer's ``train.reuse_cpu_memory``, theirs with the allocator's defaults, as their trainer has; with
 --train-plain also ours without it); in each of --reps repetitions, the processes take turns, each running one
 untimed step and one timed step (the untimed one pages the step's memory in). Medians and per-repetition ratios.
+
+--device cuda runs both codes on the GPU (the same comparison; each timing ends with a synchronisation);
+--timed-steps N times N steps in each turn and takes their mean, --amp bf16 runs both codes' forward and loss
+under the same bf16 autocast (their trainer's default is float32).
 """
 from __future__ import annotations
 
@@ -110,10 +114,21 @@ def our_pipelines(net) -> dict:
             for variant, r3 in (("B", False), ("B-E", True))}
 
 
-def _timed(fn) -> float:
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    """Mean seconds of ``repeat`` calls of ``fn`` (a GPU's queued work included)."""
+    _sync()
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(repeat):
+        fn()
+    _sync()
+    return (time.perf_counter() - start) / repeat
 
 
 def _paired(label: str, theirs, ours, reps: int) -> dict:
@@ -135,11 +150,14 @@ def _summary(times: dict, reps: int) -> dict:
             "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "reps": reps}
 
 
-def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
+def _train_worker(conn, code: Path, name: str, who: str, threads: int, device: str, timed_steps: int,
+                  amp: str) -> None:
     """One code's training step in a process of its own, so each runs with its own allocator settings:
     "authors" (glibc's defaults), "ours" (the trainer's train.reuse_cpu_memory), "ours-plain" (without it).
     Answers each "step": one untimed step, then one timed step (its seconds); then the memory kept is given
     back (untimed), so that the next process's step has the machine's memory."""
+    import contextlib
+
     import torch
 
     from amcfd.archs import build_arch
@@ -150,7 +168,7 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
     batch, crop = TRAIN_CASES[name]
     torch.manual_seed(0)
     net = build_arch({"type": name, "preset": "published"}).train()
-    x = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(1)).to(device)
     if who == "authors":
         model, loss = _import_authors(code)
         theirs = model.MultiMaskPdDn(pd_train=5, pd_val=2, dn_net="mmbd", loss_fn=loss.FirstPdMaskLoss("l1", 5),
@@ -160,26 +178,32 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int) -> None:
         theirs.dn.branches[0].load_state_dict(net.state_dict())
         module, loss_fn = theirs.train(), functools.partial(theirs, x)
     else:
-        if who == "ours":
+        if who == "ours" and device == "cpu":
             keep_freed_memory()
         module = AMSNet(net, pd_train=5, pd_test=2).train()
         loss_fn = functools.partial(lambda m, batch: sum(m(batch).values()), module, {"noisy": x})
+    module.to(device)
     optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0)
+    autocast = (functools.partial(torch.autocast, device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
+                else contextlib.nullcontext)
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        with autocast():
+            loss = loss_fn()
+        loss.backward()
         optimiser.step()
 
     conn.send("ready")
     while conn.recv() == "step":
         step()
-        conn.send(_timed(step))
+        conn.send(_timed(step, timed_steps))
         release_freed_memory()
     conn.close()
 
 
-def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: bool) -> dict:
+def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: bool, device: str = "cpu",
+                  timed_steps: int = 1, amp: str = "none") -> dict:
     """One AMSNet-B training step of each published network, theirs against ours (and ours without memory
     reuse if ``plain``): per repetition, each code runs a block of one untimed and one timed step in turn."""
     import multiprocessing
@@ -191,7 +215,8 @@ def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: b
         workers = {}
         for who in ("authors", "ours", *(["ours-plain"] if plain else [])):
             parent, child = context.Pipe()
-            process = context.Process(target=_train_worker, args=(child, code, name, who, threads), daemon=True)
+            process = context.Process(target=_train_worker, daemon=True,
+                                      args=(child, code, name, who, threads, device, timed_steps, amp))
             process.start()
             assert parent.recv() == "ready"
             workers[who] = (parent, process)
@@ -224,28 +249,42 @@ def main(argv=None) -> int:
                    help="--train: the networks (default both)")
     p.add_argument("--train-plain", action="store_true",
                    help="--train: also ours with train.reuse_cpu_memory false (glibc's defaults, as the authors')")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where both codes run")
+    p.add_argument("--timed-steps", type=int, default=1,
+                   help="--train: steps timed in each turn, their mean (default 1)")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="--train: both codes under bf16 autocast (default none: float32)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON report (default results/bench_authors_speed[_train].json)")
     p.add_argument("--write-docs", action="store_true", help="also the section of docs/results.md")
     args = p.parse_args(argv)
     if not (args.authors_code / "codes" / "model.py").is_file():
         p.error(f"--authors-code {args.authors_code}: no codes/model.py (a checkout of github.com/lll143653/amsnet)")
-    if min(args.size, args.threads, args.reps, args.reps_e) < 1:
-        p.error("--size, --threads, --reps and --reps-e must be at least 1")
+    if min(args.size, args.threads, args.reps, args.reps_e, args.timed_steps) < 1:
+        p.error("--size, --threads, --reps, --reps-e and --timed-steps must be at least 1")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        p.error(f"--device {args.device}: only cpu, or cuda[:N] where CUDA is available")
+    if args.train_plain and args.device != "cpu":
+        p.error("--train-plain: memory reuse is a CPU setting; use it with --device cpu")
     torch.set_num_threads(args.threads)
     if args.train:
         return _report(args, argv, training_rows(args.authors_code.resolve(), args.train_nets, args.reps,
-                                                 args.threads, args.train_plain))
+                                                 args.threads, args.train_plain, args.device, args.timed_steps,
+                                                 args.amp))
     torch.manual_seed(0)
     net = build_arch({"type": "Restormer", "preset": "published"}).eval()
-    theirs = authors_pipelines(args.authors_code.resolve(), net.state_dict())
-    ours = our_pipelines(net)
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    theirs = {v: m.to(args.device) for v, m in authors_pipelines(args.authors_code.resolve(), net.state_dict()).items()}
+    ours = {v: m.to(args.device) for v, m in our_pipelines(net).items()}
+    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(args.device)
 
     with torch.no_grad():
         rows = {variant: _paired(variant, lambda v=variant: theirs[v](x), lambda v=variant: ours[v].denoise(x), reps)
                 for variant, reps in (("B", args.reps), ("B-E", args.reps_e))}
     return _report(args, argv, rows)
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.2f}" if t >= 1 else f"{t:.4f}"
 
 
 def _report(args, argv, rows: dict) -> int:
@@ -256,30 +295,37 @@ def _report(args, argv, rows: dict) -> int:
     table = [f"| {first} | authors' code (s) | ours (s) | ours faster by (median, min over repetitions) |"
              + (" ours, memory not reused (s) |" if plain else ""), "|---|---|---|---|" + ("---|" if plain else "")]
     for variant, r in rows.items():
-        table.append(f"| {variant} | {r['authors_s']:.2f} | {r['ours_s']:.2f} | {r['speedup_median']:.2f}x "
-                     f"({r['speedup_min']:.2f}x) |" + (f" {r['ours_plain_s']:.2f} |" if plain else ""))
+        table.append(f"| {variant} | {_seconds(r['authors_s'])} | {_seconds(r['ours_s'])} | {r['speedup_median']:.2f}x "
+                     f"({r['speedup_min']:.2f}x) |" + (f" {_seconds(r['ours_plain_s'])} |" if plain else ""))
     text = "\n".join(table)
     print(text)
     report = {"mode": "train" if args.train else "inference", "size": args.size, "threads": args.threads,
+              "device": args.device, "timed_steps": args.timed_steps, "amp": args.amp,
               "rows": rows, "torch": torch.__version__}
-    out = args.out or REPO / "results" / f"bench_authors_speed{'_train' if args.train else ''}.json"
+    gpu = args.device != "cpu"
+    name = f"bench_authors_speed{'_train' if args.train else ''}{'_gpu' if gpu else ''}.json"
+    out = args.out or REPO / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     if args.write_docs:
         from amcfd.analysis.results_doc import command_line, update_section
 
+        where = f"on the GPU ({torch.cuda.get_device_name(args.device)})" if gpu else f"{args.threads} CPU threads"
+        on_gpu = " on GPU" if gpu else ""
         if args.train:
+            steps = "one timed step" if args.timed_steps == 1 else f"{args.timed_steps} timed steps (their mean)"
+            precision = "bf16 autocast in both codes" if args.amp == "bf16" else "float32"
             body = (f"One AMSNet-B training step (PD 5, the first mask's L1, backward, AdamW) of the published "
-                    f"networks (random weights), {args.threads} CPU threads; seconds per step, median over "
-                    f"{args.reps} repetitions; each code in a process of its own, the processes taking turns (one "
-                    f"untimed, then one timed step each).\n\n{text}")
-            title = "Speed: AMSNet training step, ours vs the authors' code"
+                    f"networks (random weights), {where}, {precision}; seconds per step, median over {args.reps} "
+                    f"repetitions; each code in a process of its own, the processes taking turns (one untimed "
+                    f"step, then {steps} each).\n\n{text}")
+            title = f"Speed: AMSNet training step{on_gpu}{' (bf16)' if args.amp == 'bf16' else ''}, ours vs the " \
+                    "authors' code"
         else:
             body = (f"AMSNet with the published Restormer (26.1M parameters, random weights: the weights do not "
-                    f"change the time), one {args.size}x{args.size} image, {args.threads} CPU threads; seconds per "
-                    f"image, median over repetitions (B {args.reps}, B-E {args.reps_e}), the two codes back to back "
-                    f"in each.\n\n{text}")
-            title = "Speed: AMSNet-Restormer, ours vs the authors' code"
+                    f"change the time), one {args.size}x{args.size} image, {where}; seconds per image, median over "
+                    f"repetitions (B {args.reps}, B-E {args.reps_e}), the two codes back to back in each.\n\n{text}")
+            title = f"Speed: AMSNet-Restormer{on_gpu}, ours vs the authors' code"
         update_section(title, body,
                        command_line(__file__, argv).replace(str(args.authors_code), "AUTHORS_CHECKOUT"))
     return 0
