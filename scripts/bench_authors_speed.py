@@ -114,31 +114,27 @@ def our_pipelines(net) -> dict:
             for variant, r3 in (("B", False), ("B-E", True))}
 
 
-def _sync() -> None:
+def _timed(fn, device, repeat: int = 1) -> float:
+    """Mean seconds of ``repeat`` calls of ``fn`` (on a GPU, its queued work included)."""
     import torch
 
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def _timed(fn, repeat: int = 1) -> float:
-    """Mean seconds of ``repeat`` calls of ``fn`` (a GPU's queued work included)."""
-    _sync()
+    sync = functools.partial(torch.cuda.synchronize, device) if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(repeat):
         fn()
-    _sync()
+    sync()
     return (time.perf_counter() - start) / repeat
 
 
-def _paired(label: str, theirs, ours, reps: int) -> dict:
+def _paired(label: str, theirs, ours, reps: int, device) -> dict:
     """--reps back-to-back repetitions (authors, ours) after one warm-up call of each; medians and ratios."""
-    _timed(theirs)
-    _timed(ours)
+    _timed(theirs, device)
+    _timed(ours, device)
     times = {"authors": [], "ours": []}
     for _ in range(reps):
-        times["authors"].append(_timed(theirs))
-        times["ours"].append(_timed(ours))
+        times["authors"].append(_timed(theirs, device))
+        times["ours"].append(_timed(ours, device))
         print(f"{label}: authors {times['authors'][-1]:.2f} s, ours {times['ours'][-1]:.2f} s", flush=True)
     return _summary(times, reps)
 
@@ -154,14 +150,14 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int, device: s
                   amp: str) -> None:
     """One code's training step in a process of its own, so each runs with its own allocator settings:
     "authors" (glibc's defaults), "ours" (the trainer's train.reuse_cpu_memory), "ours-plain" (without it).
-    Answers each "step": one untimed step, then one timed step (its seconds); then the memory kept is given
-    back (untimed), so that the next process's step has the machine's memory."""
-    import contextlib
-
+    Answers each "step": one untimed step, then the mean seconds of ``timed_steps`` timed steps; then the memory
+    kept is given back (untimed), so that the next process's step has the machine's memory. ``amp`` is
+    train.amp's setting, with the trainer's autocast and its fallback where the device lacks it."""
     import torch
 
     from amcfd.archs import build_arch
     from amcfd.engine.memory import keep_freed_memory, release_freed_memory
+    from amcfd.engine.precision import amp_dtype
     from amcfd.methods.amsnet import AMSNet
 
     torch.set_num_threads(threads)
@@ -178,18 +174,17 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int, device: s
         theirs.dn.branches[0].load_state_dict(net.state_dict())
         module, loss_fn = theirs.train(), functools.partial(theirs, x)
     else:
-        if who == "ours" and device == "cpu":
+        if who == "ours" and device.type == "cpu":
             keep_freed_memory()
         module = AMSNet(net, pd_train=5, pd_test=2).train()
         loss_fn = functools.partial(lambda m, batch: sum(m(batch).values()), module, {"noisy": x})
     module.to(device)
     optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0)
-    autocast = (functools.partial(torch.autocast, device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
-                else contextlib.nullcontext)
+    dtype = amp_dtype(amp, device, "--amp")
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        with autocast():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = loss_fn()
         loss.backward()
         optimiser.step()
@@ -197,15 +192,19 @@ def _train_worker(conn, code: Path, name: str, who: str, threads: int, device: s
     conn.send("ready")
     while conn.recv() == "step":
         step()
-        conn.send(_timed(step, timed_steps))
+        conn.send(_timed(step, device, timed_steps))
         release_freed_memory()
     conn.close()
 
 
-def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: bool, device: str = "cpu",
-                  timed_steps: int = 1, amp: str = "none") -> dict:
+def training_rows(code: Path, nets: list[str], reps: int, threads: int, plain: bool, device=None,
+                  timed_steps: int = 1, amp: str | None = None) -> dict:
     """One AMSNet-B training step of each published network, theirs against ours (and ours without memory
-    reuse if ``plain``): per repetition, each code runs a block of one untimed and one timed step in turn."""
+    reuse if ``plain``): per repetition, each code runs a block of one untimed and ``timed_steps`` timed steps
+    in turn, on ``device`` (default CPU)."""
+    import torch
+
+    device = torch.device(device or "cpu")
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -237,6 +236,9 @@ def main(argv=None) -> int:
     import torch
 
     from amcfd.archs import build_arch
+    from amcfd.engine.inference import select_device
+    from amcfd.engine.precision import amp_dtype
+    from amcfd.registry import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--authors-code", type=Path, required=True, help="checkout of github.com/lll143653/amsnet")
@@ -252,8 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where both codes run")
     p.add_argument("--timed-steps", type=int, default=1,
                    help="--train: steps timed in each turn, their mean (default 1)")
-    p.add_argument("--amp", choices=("none", "bf16"), default="none",
-                   help="--train: both codes under bf16 autocast (default none: float32)")
+    p.add_argument("--amp", choices=("bf16",), default=None,
+                   help="--train: both codes under bf16 autocast, as train.amp (default: float32)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON report (default results/bench_authors_speed[_train].json)")
     p.add_argument("--write-docs", action="store_true", help="also the section of docs/results.md")
@@ -262,24 +264,29 @@ def main(argv=None) -> int:
         p.error(f"--authors-code {args.authors_code}: no codes/model.py (a checkout of github.com/lll143653/amsnet)")
     if min(args.size, args.threads, args.reps, args.reps_e, args.timed_steps) < 1:
         p.error("--size, --threads, --reps, --reps-e and --timed-steps must be at least 1")
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        p.error(f"--device {args.device}: only cpu, or cuda[:N] where CUDA is available")
-    if args.train_plain and args.device != "cpu":
+    try:
+        device = select_device(args.device)
+    except ConfigError as exc:
+        p.error(f"--device: {exc}")
+    if args.train_plain and device.type != "cpu":
         p.error("--train-plain: memory reuse is a CPU setting; use it with --device cpu")
+    args.device = str(device)                                     # auto resolved, for the report
+    if amp_dtype(args.amp, device, "--amp") is None:              # this device cannot: float32 (one warning)
+        args.amp = None
     torch.set_num_threads(args.threads)
     if args.train:
         return _report(args, argv, training_rows(args.authors_code.resolve(), args.train_nets, args.reps,
-                                                 args.threads, args.train_plain, args.device, args.timed_steps,
+                                                 args.threads, args.train_plain, device, args.timed_steps,
                                                  args.amp))
     torch.manual_seed(0)
     net = build_arch({"type": "Restormer", "preset": "published"}).eval()
-    theirs = {v: m.to(args.device) for v, m in authors_pipelines(args.authors_code.resolve(), net.state_dict()).items()}
-    ours = {v: m.to(args.device) for v, m in our_pipelines(net).items()}
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(args.device)
+    theirs = {v: m.to(device) for v, m in authors_pipelines(args.authors_code.resolve(), net.state_dict()).items()}
+    ours = {v: m.to(device) for v, m in our_pipelines(net).items()}
+    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
 
     with torch.no_grad():
-        rows = {variant: _paired(variant, lambda v=variant: theirs[v](x), lambda v=variant: ours[v].denoise(x), reps)
-                for variant, reps in (("B", args.reps), ("B-E", args.reps_e))}
+        rows = {variant: _paired(variant, lambda v=variant: theirs[v](x), lambda v=variant: ours[v].denoise(x), reps,
+                                 device) for variant, reps in (("B", args.reps), ("B-E", args.reps_e))}
     return _report(args, argv, rows)
 
 

@@ -17,9 +17,9 @@ start=$(date +%s)
 step() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
 
 step "training step side by side, float32 and bf16"
-for amp in none bf16; do
+for amp in "" "--amp bf16"; do
   timeout 200 $python scripts/bench_authors_speed.py --authors-code "$authors" --train --device cuda --reps 5 \
-    --timed-steps 10 --amp $amp --write-docs 2>&1 | tail -6
+    --timed-steps 10 $amp --write-docs 2>&1 | tail -6
 done
 step "inference side by side"
 timeout 120 $python scripts/bench_authors_speed.py --authors-code "$authors" --device cuda --reps 10 --reps-e 10 \
