@@ -133,7 +133,7 @@ def _valid(argv) -> None:
     """valid.py: the metrics of option ``val.metrics`` when the option file (or --set) names them, else PSNR
     and both SSIMs (skimage, MATLAB); table in metrics.md, means and per-image values in metrics.json (the mean
     of 'ssim' under the key 'ssim_skimage', every other metric under its own name)."""
-    from amcfd.engine.inference import build_dataset, build_denoiser, evaluate, format_table
+    from amcfd.engine.inference import build_dataset, build_denoiser, evaluate, format_table, method_device
     from amcfd.metrics import report_key
     from amcfd.options import dataset_sets, load_options, validate
 
@@ -145,7 +145,7 @@ def _valid(argv) -> None:
     if not sets:
         raise ConfigError("no evaluation sets: add datasets.val_<name> or datasets.test_<name> entries")
     method, denoise_fn = build_denoiser(opt)
-    device = next(method.parameters()).device
+    device = method_device(method)
     metrics = list(opt["val"]["metrics"]) if named else ["psnr", "ssim", "ssim_matlab"]
     out_dir = Path(opt["path"]["results_root"]) / opt["name"]
     results = {}

@@ -19,9 +19,10 @@ Reuse: a stage folder is named after its identity (engine/runs.py): the photos' 
 the stage's resolved options (the budget included) and the stage it starts from. The same work is reused (or
 resumed after a crash); any difference trains anew in another folder, with one line saying what differed.
 ``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing.
-``--pretrained FILE`` skips training and denoises with a checkpoint (ours, one imported by
-scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``). ``--clean FOLDER`` (same
-relative names) adds PSNR/SSIM to the summary.
+``--method classical`` skips training: the classical core (methods/classical.py: BM3D at a multiple of each
+photo's own noise level, seconds per photo). ``--pretrained FILE`` skips training and denoises with a checkpoint
+(ours, one imported by scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``).
+``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary.
 Training reads only the noisy photos; the photos are never written to. One command at a time per work folder.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ CUDA_NETWORKS = {"teacher": {"type": "NAFNetBase", "preset": "published"},
                  "coarse": {"type": "NAFNet", "preset": "amcfd_student"},
                  "fine": {"type": "NAFNet", "preset": "amcfd_student"}}
 CUDA_BATCH = 8
+CLASSICAL_MODEL = "the classical core (BM3D at a multiple of each photo's own noise level; no training)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
     p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
     p.add_argument("--budget-minutes", type=float, default=30.0, help="training time of all stages (default 30)")
+    p.add_argument("--method", choices=("trained", "classical"), default="trained",
+                   help="trained: the stages above (default); classical: no training, the classical core "
+                        "(BM3D at each photo's own noise level, seconds per photo)")
     p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours, an imported one, or a "
                                         "released model by name: amcfd-weights list)")
     p.add_argument("--clean", help="folder of clean references with the same names: PSNR/SSIM in the summary")
@@ -272,13 +277,15 @@ def check_arguments(args) -> tuple[Path, Path]:
     source, out_dir = Path(args.photos), Path(args.output)
     if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if args.pretrained and args.method == "classical":
+        raise ConfigError("--pretrained and --method classical exclude each other: give one")
     if args.pretrained and not (Path(args.pretrained).is_file() or is_release_name(args.pretrained)):
         raise ConfigError(f"--pretrained: no such file or released model (amcfd-weights list): {args.pretrained}")
     if args.clean and not Path(args.clean).is_dir():
         raise ConfigError(f"--clean: folder does not exist: {args.clean}")
     if args.options and not Path(args.options).is_dir():
         raise ConfigError(f"--options: folder does not exist: {args.options}")
-    if source.is_file() and not args.pretrained:
+    if source.is_file() and not args.pretrained and args.method != "classical":
         raise ConfigError(f"{source} is one photo: training needs a folder of them (or give --pretrained)")
     check_output_folder(source, out_dir)
     if args.pretrained:
@@ -322,11 +329,16 @@ def run(argv=None) -> dict:
     check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)
+    trains = not args.pretrained and args.method == "trained"
+    if args.method == "classical":
+        model, method = CLASSICAL_MODEL, {"type": "Classical"}
+    else:
+        model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)
+        method = {"type": "SinglePass"} if trains else {}
     start = time.perf_counter()
-    with stage_guard("denoise", (work if not args.pretrained else out_dir) / "denoise.log"):
-        opt = validate({"name": "denoise", "device": args.device, "path": {"pretrain_network": str(model)},
-                        **({} if args.pretrained else {"method": {"type": "SinglePass"}}),
+    with stage_guard("denoise", (work if trains else out_dir) / "denoise.log"):
+        opt = validate({"name": "denoise", "device": args.device, "method": method,
+                        "path": {"pretrain_network": None if args.method == "classical" else str(model)},
                         "test": {"tile": 512, "tile_overlap": 32}}, "test")
         written = denoise_files(opt, photos, source, out_dir)
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}

@@ -332,8 +332,11 @@ def validate(opt: dict, phase: str = "train") -> dict:
     _check_section(opt, DEFAULTS, "")
     if opt["device"] not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", str(opt["device"])):
         raise ConfigError(f"option 'device' must be auto, cpu, cuda or cuda:N, got {opt['device']!r}")
+    classical = isinstance(method_given, dict) and method_given.get("type") == "Classical"   # no network
     if opt["network"] is REQUIRED:
-        if phase == "train" or not opt["path"]["pretrain_network"]:
+        if phase != "train" and classical:
+            opt["network"] = None
+        elif phase == "train" or not opt["path"]["pretrain_network"]:
             raise ConfigError("missing required option 'network' ({type: <architecture>, ...})")
         opt["network"] = None  # valid/test: taken from the checkpoint
     else:

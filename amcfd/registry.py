@@ -140,7 +140,7 @@ ARCHS = Registry("architecture", modules=[
 ])
 METHODS = Registry("method", modules=[
     "amcfd.methods.base", "amcfd.methods.amsnet", "amcfd.methods.distill_coarse", "amcfd.methods.distill_fine",
-    "amcfd.methods.apbsn", "amcfd.methods.atbsn", "amcfd.methods.aprrd",
+    "amcfd.methods.apbsn", "amcfd.methods.atbsn", "amcfd.methods.aprrd", "amcfd.methods.classical",
 ])
 LOSSES = Registry("loss", modules=["amcfd.losses.basic"])
 DATASETS = Registry("dataset", modules=[

@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from amcfd.analysis.benchmark import Benchmark, dataset_entries, load_benchmark
-from amcfd.analysis.classical import bilateral, nlm
+from amcfd.analysis.classical import bilateral
 from amcfd.analysis.report import markdown, pareto_front
+from amcfd.ops.guides import nlm_filter as nlm
 from amcfd.registry import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

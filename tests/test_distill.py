@@ -295,11 +295,35 @@ def test_nlm_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, target
     assert trainer.iteration == 2
 
 
+@pytest.mark.parametrize("targets", ["cache", "online"])
+def test_classical_guide_is_the_classical_core_and_trains(tmp_path, teacher_ckpt, targets):
+    """guide: classical puts the classical core (BM3D at the image's own level) where BF(I_N) was."""
+    from amcfd.ops.guides import classical_filter
+
+    method = {**coarse(teacher_ckpt, targets=targets, guide="classical", classical={"strength": 3}),
+              "bilateral": None}
+    trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
+    assert trainer.method.guide == "classical" and trainer.method.guide_options == {"strength": 3}
+    if targets == "cache":                              # each stored guide is the core's output on its whole image
+        dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
+        expected = [classical_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=3)[0].permute(1, 2, 0)
+                    .numpy() for x in dataset.noisy]
+        stored = sorted((tmp_path / "teacher_targets").glob("bilateral-*/*.npy"))
+        assert len(stored) == len(expected)
+        for file in stored:
+            got = np.load(file)[0]
+            assert min(np.abs(got - e).max() for e in expected if e.shape == got.shape) < 1e-3   # float16 storage
+    trainer.train()
+    assert trainer.iteration == 2
+
+
 def test_the_guide_and_its_options_are_checked(teacher_ckpt):
     from amcfd.methods.distill_coarse import DistillCoarse
 
     net = build_arch(TINY_NET)
     with pytest.raises(ConfigError, match="method.guide' must be one of"):
-        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="bm3d")
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="median")
     with pytest.raises(ConfigError, match="method.nlm"):
         DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="nlm", nlm={"strength": -1})
+    with pytest.raises(ConfigError, match="method.classical"):
+        DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="classical", classical={"strength": 0})

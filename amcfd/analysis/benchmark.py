@@ -308,7 +308,7 @@ class Benchmark:
     def score(self, label: str, info: dict, build, retrained: bool = False) -> dict:
         """Evaluate one row on the pairs (kept when scored before on the same inputs): metrics per image and
         mean, ms per image, parameters and GFLOPs per image (the first image's size)."""
-        from amcfd.engine.inference import build_dataset, evaluate
+        from amcfd.engine.inference import build_dataset, evaluate, method_device
 
         _, eval_set = dataset_entries(self.cfg)
         checkpoint = info.get("checkpoint")
@@ -319,7 +319,7 @@ class Benchmark:
             return old
         fn, method = build()
         dataset, loader_opts = build_dataset(eval_set, "benchmark eval")
-        device = next(method.parameters()).device if method is not None else torch.device("cpu")
+        device = method_device(method) if method is not None else torch.device("cpu")
         bar = self._bar(label, len(dataset))
         result = evaluate(fn, dataset, loader_opts, self.cfg["metrics"], device,
                           on_image=(lambda item, out: bar.update(1)) if bar else None)

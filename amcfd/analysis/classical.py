@@ -1,16 +1,15 @@
-"""Classical references of the benchmark: OpenCV's non-local means and bilateral filter, per image, on 8 bits.
+"""Classical rows of the benchmark: the classical core's filters (``ops/guides.py``, the filters of the
+``Classical`` method and of ``method.guide``) and OpenCV's bilateral filter, per image.
 
 Their strength follows each image's own noise level (``amcfd.noise.estimate``, measured on the noisy image only)
-unless a fixed value is given; ``CLASSICAL`` names them for ``classical:`` entries of a benchmark option file.
-Non-local means is the guide of ``ops/guides.py``.
+unless a fixed value is given; ``CLASSICAL`` names them for ``classical:`` entries of a benchmark option file:
+bm3d, classical (the core's choice), nlm, nlm2 (two scales), bilateral.
 """
 from __future__ import annotations
 
 import torch
 
-from amcfd.ops.guides import AUTO, nlm_filter, per_image_uint8
-
-nlm = nlm_filter      # OpenCV non-local means; h: auto = strength x the image's noise level
+from amcfd.ops.guides import AUTO, GUIDES, per_image_uint8
 
 
 def bilateral(x: torch.Tensor, diameter: int = 5, sigma_color: float | str = AUTO,
@@ -24,4 +23,4 @@ def bilateral(x: torch.Tensor, diameter: int = 5, sigma_color: float | str = AUT
         measure=sigma_color == AUTO)
 
 
-CLASSICAL = {"nlm": nlm, "bilateral": bilateral}
+CLASSICAL = {**{k: v for k, v in GUIDES.items() if k != "bilateral"}, "bilateral": bilateral}

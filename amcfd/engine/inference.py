@@ -19,6 +19,7 @@ from amcfd.engine.checkpoint import latest_checkpoint, load_checkpoint
 from amcfd.engine.precision import amp_dtype
 from amcfd.metrics import metric_label
 from amcfd.noise.auto import AUTO
+from amcfd.ops.tiling import tiled_denoise  # noqa: F401  (engine.inference.tiled_denoise)
 from amcfd.options import DEFAULTS, merge, split_loader_keys
 from amcfd.registry import DATASETS, METHODS, METRICS, ConfigError
 
@@ -50,24 +51,6 @@ def build_dataset(cfg: dict, where: str):
     return DATASETS.build(dataset_cfg, where=where), loader
 
 
-def _blend_window(tile_h: int, tile_w: int, overlap: int, device) -> torch.Tensor:
-    """Weights rising linearly over ``overlap`` pixels from each tile edge (never zero)."""
-
-    def ramp(n: int) -> torch.Tensor:
-        d = torch.arange(n, device=device, dtype=torch.float32)
-        edge = torch.minimum(d, n - 1 - d) + 1
-        return (edge / (overlap + 1)).clamp(max=1.0)  # overlap 0: all ones
-
-    return ramp(tile_h)[:, None] * ramp(tile_w)[None, :]
-
-
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
-
-
 def resolve_tile_batch(tile_batch: int, device: torch.device) -> int:
     """Tiles per forward: ``tile_batch``, or for 0 the automatic choice: 1 on CPU (one small forward at a time
     is the fastest there, ops/batching.py), 4 on accelerators."""
@@ -75,41 +58,6 @@ def resolve_tile_batch(tile_batch: int, device: torch.device) -> int:
 
 
 @torch.no_grad()
-def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: int = 32,
-                  tile_batch: int = 1) -> torch.Tensor:
-    """Denoise (B,C,H,W) in overlapping tiles blended with linear ramps; whole image if tile <= 0.
-    ``tile_batch`` tiles go through ``denoise`` together (stacked on the batch).
-
-    Memory: the input, the output and an HxW weight map, plus the forward of ``tile_batch`` tiles (no autograd
-    graph), however many tiles (scripts/bench_tiled_memory.py measures it). More than 8 tiles: a progress bar
-    on stderr (on a terminal only; removed when done)."""
-    import sys
-
-    from tqdm import tqdm
-
-    _, _, h, w = x.shape
-    if tile <= 0 or (h <= tile and w <= tile):
-        return denoise(x)
-    if overlap >= tile:
-        raise ConfigError(f"tile_overlap ({overlap}) must be smaller than tile ({tile})")
-    th, tw = min(tile, h), min(tile, w)
-    stride = tile - overlap
-    out = torch.zeros_like(x)
-    weight = torch.zeros((1, 1, h, w), device=x.device, dtype=x.dtype)
-    window = _blend_window(th, tw, overlap, x.device).to(x.dtype)
-    corners = [(top, left) for top in _starts(h, th, stride) for left in _starts(w, tw, stride)]
-    groups = [corners[i:i + max(1, tile_batch)] for i in range(0, len(corners), max(1, tile_batch))]
-    with tqdm(total=len(corners), desc="tiles", unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
-              disable=True if len(corners) <= 8 else None) as bar:
-        for group in groups:
-            patches = denoise(torch.cat([x[..., top:top + th, left:left + tw] for top, left in group]))
-            for (top, left), patch in zip(group, patches.split(x.shape[0])):
-                out[..., top:top + th, left:left + tw].addcmul_(patch, window)
-                weight[..., top:top + th, left:left + tw] += window
-            bar.update(len(group))
-    return out.div_(weight)
-
-
 def accelerate(net: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
     """The inference fast path of one network, in place (its state_dict and attributes unchanged):
     ``channels_last`` keeps weights and 4-D inputs channels-last; ``compile`` runs ``torch.compile`` on the
@@ -169,6 +117,8 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
     the checkpoint when the options leave them out). Returns (method, denoise_fn); denoise_fn draws
     each image's masks from option ``seed`` (see ``seeded``)."""
     device = device or select_device(opt["device"])
+    if (opt.get("method") or {}).get("type") == "Classical":
+        return classical_denoiser(opt, device)
     path = opt["path"]["pretrain_network"]
     if not path:
         raise ConfigError("option 'path.pretrain_network' must name the checkpoint to use")
@@ -203,6 +153,24 @@ def build_denoiser(opt: dict, device: torch.device | None = None):
                 torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = tiled_denoise(method.denoise, noisy.to(device), test["tile"], test["tile_overlap"], tile_batch)
         return out.float().clamp(0, 1)
+
+    return method, denoise_fn
+
+
+def method_device(method: nn.Module) -> torch.device:
+    """The device of a method's parameters or buffers (CPU for one with neither)."""
+    tensor = next(iter([*method.parameters(), *method.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def classical_denoiser(opt: dict, device: torch.device):
+    """(method, denoise_fn) of the classical core (methods/classical.py): no checkpoint and no network; the
+    filter sees each whole image (it measures the noise there, then tiles big images itself)."""
+    method = build_method(opt, None).to(device).eval()
+
+    def denoise_fn(noisy: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return method.denoise(noisy.to(device)).float().clamp(0, 1)
 
     return method, denoise_fn
 

@@ -49,8 +49,11 @@ class DistillCoarse(Method):
         and above the noisy input on the synthetic demo data; stronger filters (d 9, 50-75) lost on PolyU
         (docs/results.md, "Benchmark: bilateral_cc15", "bilateral_polyu30", "bilateral_synthetic").
       guide: the classical guide BF(I_N) of the L_bf term: 'bilateral' (the paper's) | 'nlm' (OpenCV
-        non-local means, h = strength x the image's own noise level: ops/guides.py).
+        non-local means, h = strength x the image's own noise level) | 'classical' | 'bm3d' | 'nlm2'
+        (ops/guides.py).
       nlm: kwargs of ops.guides.nlm_filter for guide 'nlm' (h auto, strength 1, template 7, search 21).
+        Guides 'classical' (the classical core's filter: methods/classical.py), 'bm3d' and 'nlm2' (two-scale
+        NLM) take their kwargs from ``classical`` (ops/guides.py; e.g. {strength: 4}).
       texture: kwargs of ops.texture.texture_map, the "non-flat find" alpha.
       bf_weight, ga_weight: weights of the L_bf and L_ga terms (1, 1).
       bf_norm, ga_norm: 'l1' | 'l2' | 'charbonnier' (l1, l1).
@@ -60,7 +63,7 @@ class DistillCoarse(Method):
 
     def __init__(self, net: nn.Module, teacher: dict | None = None, targets: str = "cache",
                  aug_modes: list = (1, 2, 3), bilateral: dict | None = None, guide: str = "bilateral",
-                 nlm: dict | None = None, texture: dict | None = None,
+                 nlm: dict | None = None, classical: dict | None = None, texture: dict | None = None,
                  bf_weight: float = 1.0, ga_weight: float = 1.0, bf_norm: str = "l1", ga_norm: str = "l1",
                  smooth_weight: float = 0.01, smooth_eps: float = 1e-6):
         super().__init__(net)
@@ -78,8 +81,8 @@ class DistillCoarse(Method):
         if guide not in GUIDES:
             raise ConfigError(f"option 'method.guide' must be one of {tuple(GUIDES)}, got {guide!r}")
         self.guide = guide
-        self.guide_options = {**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else \
-            {**NLM_DEFAULTS, **(nlm or {})}
+        self.guide_options = ({**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else
+                              {**NLM_DEFAULTS, **(nlm or {})} if guide == "nlm" else dict(classical or {}))
         self.texture = dict(texture or {})
         probe = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
         for name, fn, kwargs in ((guide, GUIDES[guide], self.guide_options), ("texture", texture_map, self.texture)):
