@@ -1,12 +1,18 @@
 """Noise level and spatial correlation of the noisy images in a folder, and the choices they suggest.
 
-    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT]
+    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT] [--clean CLEAN_FOLDER]
 
 Prints one row per image (noise std in 8-bit levels, normalised noise correlation at lags 1, 2, 3 px), the
 medians and the choices of ``amcfd.noise.estimate.suggest_choices`` (what ``auto`` options pick in training).
 Measured from the noisy images alone (method and its bias: amcfd/noise/estimate.py). Bad input: one line
 ``error: ...`` on stderr and exit code 2; files that are not images, or cannot be read or measured, are skipped
 with a warning.
+
+With ``--clean``, the estimators are checked against the clean images of the same names (or, failing that, the
+same name up to the extension, e.g. a JPEG and its PNG original): per image, the image-wide level
+(``image_noise_level``, what a denoiser is given), the flat-tile level (``noise_level``), the true noise std
+std(noisy - clean) over all channels and pixels (8-bit levels) and both ratios to it; then the median, 10th and
+90th percentile of the ratios.
 """
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amcfd.cli import EXIT_CONFIG  # noqa: E402
-from amcfd.data.imageio import is_image_file, list_images  # noqa: E402
-from amcfd.noise.estimate import measure_folder  # noqa: E402
+from amcfd.data.imageio import ImageReadError, is_image_file, list_images, read_image, to_tensor  # noqa: E402
+from amcfd.noise.estimate import image_noise_level, measure_folder, noise_level  # noqa: E402
 
 LAGS = (1, 2, 3)
 
@@ -41,15 +49,76 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _clean_match(noisy: Path, clean: dict) -> Path | None:
+    """The clean image of ``noisy``: same file name, else the same name up to the extension (if unique)."""
+    if noisy.name in clean:
+        return clean[noisy.name]
+    same_stem = [p for p in clean.values() if p.stem == noisy.stem]
+    return same_stem[0] if len(same_stem) == 1 else None
+
+
+def compare_with_clean(files: list, clean_folder: Path, on_skip) -> list:
+    """Per image: {"name", "level" (image_noise_level), "old" (noise_level, nan if it cannot measure),
+    "true" (std of noisy - clean)}, all in [0, 1] units; images without a clean match are skipped."""
+    clean = {p.name: p for p in list_images(clean_folder)}
+    rows = []
+    for path in files:
+        match = _clean_match(path, clean)
+        if match is None:
+            on_skip(path.name, f"no clean image of that name in {clean_folder}")
+            continue
+        try:
+            noisy, target = to_tensor(read_image(path)[0]), to_tensor(read_image(match)[0])
+            if noisy.shape != target.shape:
+                raise ValueError(f"size {tuple(noisy.shape)} differs from the clean image's {tuple(target.shape)}")
+            level = image_noise_level(noisy)
+        except (ImageReadError, ValueError) as exc:
+            on_skip(path.name, str(exc))
+            continue
+        try:
+            old = noise_level(noisy)
+        except ValueError:
+            old = float("nan")
+        rows.append({"name": path.name, "level": level, "old": old, "true": float((noisy - target).std())})
+    return rows
+
+
+def format_clean_report(rows: list) -> str:
+    """The table of ``compare_with_clean``'s rows (std in 8-bit levels) and the percentiles of the ratios."""
+    width = max([len("image")] + [len(r["name"]) for r in rows])
+    head = (f"{'image':<{width}}  {'level':>7}  {'old':>7}  {'true':>7}  {'level/true':>10}  {'old/true':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<{width}}  {r['level'] * 255:>7.2f}  {r['old'] * 255:>7.2f}  {r['true'] * 255:>7.2f}"
+                     f"  {r['level'] / r['true']:>10.3f}  {r['old'] / r['true']:>8.3f}")
+    lines.append("-" * len(head))
+    for key, label in (("level", "level/true"), ("old", "old/true")):
+        ratios = np.array([r[key] / r["true"] for r in rows])
+        ratios = ratios[np.isfinite(ratios)]
+        if len(ratios):
+            p10, med, p90 = np.percentile(ratios, [10, 50, 90])
+            lines.append(f"{label:<10} median {med:.3f}  p10 {p10:.3f}  p90 {p90:.3f}  ({len(ratios)} images)")
+        else:
+            lines.append(f"{label:<10} no finite ratios")
+    lines.append("level: image_noise_level (image-wide), old: noise_level (flattest tiles), true: std(noisy - clean);"
+                 " std in 8-bit levels")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="folder of noisy images (or one image file)")
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first N images (sorted)")
     parser.add_argument("--json", default=None, help="also write the measurements to this JSON file")
+    parser.add_argument("--clean", default=None, metavar="FOLDER",
+                        help="clean images of the same names: compare the estimated levels with std(noisy - clean)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.clean is not None and not Path(args.clean).is_dir():
+        print(f"error: --clean {args.clean} is not a folder", file=sys.stderr)
         return EXIT_CONFIG
     try:
         files = list_images(folder)
@@ -65,8 +134,22 @@ def main(argv=None) -> int:
     if not files:
         print(f"error: no images (png, jpg, tif, bmp, webp) found in {folder}", file=sys.stderr)
         return EXIT_CONFIG
-    result = measure_folder(files, lags=LAGS, max_images=args.max_images,
-                            on_skip=lambda name, why: print(f"warning: skipping {name}: {why}", file=sys.stderr))
+    def skip(name, why):
+        print(f"warning: skipping {name}: {why}", file=sys.stderr)
+
+    if args.clean is not None:
+        rows = compare_with_clean(files[:args.max_images] if args.max_images else files, Path(args.clean), skip)
+        if not rows:
+            print(f"error: none of the {len(files)} images in {folder} could be compared with {args.clean}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        print(format_clean_report(rows))
+        if args.json:
+            out = {"folder": str(folder), "clean": args.clean, "units": "std in [0, 1]", "images": rows}
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        return 0
+    result = measure_folder(files, lags=LAGS, max_images=args.max_images, on_skip=skip)
     if not result["images"]:
         print(f"error: none of the {len(files)} images in {folder} could be measured", file=sys.stderr)
         return EXIT_CONFIG

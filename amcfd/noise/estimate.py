@@ -31,6 +31,11 @@ noisy areas). On real photos (CC15, noisy - clean) the lag-1/2 correlations agre
 correlation come out low: real noise has low-frequency parts (correlated beyond 3 px) that the 8x8 plane fit
 absorbs.
 
+``image_noise_level`` (``channel_noise_levels`` per channel) is the image-wide level a denoiser is given as its
+sigma: 12x12 DCT tiles, the noise spectrum's shape from the flattest tiles (the low-frequency part the plane fit
+above absorbs included), the level as a function of intensity averaged over the image's own intensities; see its
+docstring.
+
 Strides for pixel-shuffle downsampling (PD, AMSNet/AP-BSN): PD with stride s puts pixels s apart next to each
 other, so it breaks spatially correlated noise when the correlation at lag s is small. ``suggest_choices`` turns
 the measured level and correlation into (pd_train, pd_test, recharge); see its docstring for the rule.
@@ -250,3 +255,120 @@ def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 
         result["median_corr"] = {s: float(np.median([r["corr"][s] for r in rows])) for s in lags}
         result["choices"] = suggest_choices(result["median_corr"], result["median_level"])
     return result
+
+
+# --- Image-wide noise level (the sigma a denoiser is given) -------------------------------------------------------
+
+LEVEL_TILE = 12         # tile side of the DCT analysis (not a multiple of the 8-px JPEG grid)
+LEVEL_FRACTION = 0.2    # flattest share of the usable tiles that is measured
+LEVEL_MIN_TILES = 8     # ... but at least this many tiles
+LEVEL_BINS = 8          # intensity bins of the level-versus-intensity curve
+BAND_START = 3          # DCT frequencies k1 + k2 >= BAND_START (>= 1/8 cycle/px) measure a tile's noise energy
+LEVEL_CROP = 1536       # larger images: the central LEVEL_CROP x LEVEL_CROP region is measured
+CLIP_EPS = 0.5 / 255    # values this close to 0 or 1 count as clipped
+MAX_CLIPPED = 0.25      # tiles with a larger clipped share are used only where at least half the tiles have one
+CHI2_1_MEDIAN = 0.454936423119572   # median of a chi-square variable with 1 degree of freedom
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_matrix(n: int) -> np.ndarray:
+    """(n, n) orthonormal DCT-II matrix: row k is the k-th basis vector."""
+    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+def _neighbour_max(stat: np.ndarray) -> np.ndarray:
+    """Largest value of the 8 neighbours of each entry of a 2-D map (-inf where there are none)."""
+    h, w = stat.shape
+    pad = np.pad(stat, 1, constant_values=-np.inf)
+    return np.max([pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx],
+                  axis=0)
+
+
+@torch.no_grad()
+def channel_noise_levels(image: torch.Tensor) -> list:
+    """Image-wide noise std of each channel of a (C, H, W) / (1, C, H, W) image in [0, 1] ([0, 1] units).
+
+    The per-channel terms of ``image_noise_level`` (see there for the method). Raises ValueError for a batch of
+    several images or an image smaller than 24 x 24; a constant image gives 0.
+    """
+    if image.dim() == 4 and image.shape[0] != 1:
+        raise ValueError(f"noise estimation: expected one image, got a batch of {image.shape[0]}")
+    h, w = image.shape[-2:]
+    top, left = max(0, (h - LEVEL_CROP) // 2), max(0, (w - LEVEL_CROP) // 2)
+    x = _as_batch(image[..., top:top + LEVEL_CROP, left:left + LEVEL_CROP])[0].numpy()
+    c = x.shape[0]
+    p = LEVEL_TILE
+    nh, nw = x.shape[1] // p, x.shape[2] // p
+    if nh < 2 or nw < 2:
+        raise ValueError(f"noise estimation: image {h}x{w} is smaller than {2 * p}x{2 * p}")
+    tiles = x[:, :nh * p, :nw * p].reshape(c, nh, p, nw, p).transpose(1, 3, 0, 2, 4).reshape(nh * nw, c, p, p)
+    dct = _dct_matrix(p)
+    coef = dct @ tiles @ dct.T                                                   # (N, C, P, P)
+    k1, k2 = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    ring = k1 + k2
+    band = (coef[..., ring >= BAND_START] ** 2).mean(-1)                        # (N, C) E_t,c
+
+    clipped = ((tiles <= CLIP_EPS) | (tiles >= 1 - CLIP_EPS)).mean((-1, -2)).max(-1)   # worst channel
+    alive = (band > 1e-20).all(-1)                                               # no constant (crushed) channel
+    if not alive.any():
+        return [0.0] * c
+    usable = np.nonzero(alive & (clipped <= max(MAX_CLIPPED, np.median(clipped[alive]))))[0]
+    stat = _neighbour_max(band.sum(-1).reshape(nh, nw)).ravel()
+    keep = max(LEVEL_MIN_TILES, math.ceil(LEVEL_FRACTION * len(usable)))
+    flat = usable[np.argsort(stat[usable], kind="stable")[:keep]]
+
+    # Spectral shape: s_c(k) = median_t(d_t,c(k)^2 / E_t,c) / median(chi2_1); the lowest frequencies (shading)
+    # take the value of the next ring. gain_c = total variance / band energy = mean_k s_c(k).
+    shape = np.median(coef[flat] ** 2 / band[flat][..., None, None], axis=0) / CHI2_1_MEDIAN   # (C, P, P)
+    shape[:, ring <= 1] = np.median(shape[:, ring == 2], axis=-1)[:, None]
+    var = band[flat] * shape.mean((-1, -2))                                     # (K, C) variance of each flat tile
+
+    # Variance versus intensity v_c(mu) on the flat tiles, averaged over the intensities of all usable tiles.
+    mean = tiles.mean((-1, -2))                                                  # (N, C)
+    edges = np.linspace(0, 1, LEVEL_BINS + 1)[1:-1]
+    levels = []
+    for ch in range(c):
+        bins = np.digitize(mean[flat, ch], edges)
+        curve = np.array([var[bins == b, ch].mean() if (bins == b).sum() >= 3 else np.nan for b in range(LEVEL_BINS)])
+        known = np.nonzero(np.isfinite(curve))[0]
+        if len(known):
+            curve = np.interp(np.arange(LEVEL_BINS), known, curve[known])
+        else:                                                                    # too few flat tiles to bin
+            curve[:] = var[:, ch].mean()
+        levels.append(math.sqrt(curve[np.digitize(mean[usable, ch], edges)].mean()))
+    return levels
+
+
+def image_noise_level(image: torch.Tensor) -> float:
+    """The image-wide std of the noise of a (C, H, W) / (1, C, H, W) image in [0, 1] ([0, 1] units), from the
+    noisy image alone: the sigma to give a denoiser (BM3D, NLM).
+
+    Method (per channel c, on the central 1536 x 1536 region at most):
+
+    1. Cut into 12 x 12 tiles t (12: JPEG's 8 x 8 block steps fall inside tiles) with orthonormal 2-D DCT
+       coefficients d_t(k), k = (k1, k2). Band energy E_t = mean of d_t(k)^2 over k1 + k2 >= 3 (>= 1/8 cycle/px,
+       where shading and most texture are weak).
+    2. Usable tiles: no constant channel, at most 25% clipped values (0 or 1) in every channel, or, where more than
+       half the tiles have more, the less clipped half. Flat tiles: the 20% of them (at least 8) whose 8
+       neighbours have the lowest largest band energy (a statistic that excludes the tile's own noise).
+    3. Spectral shape from the flat tiles, ratio by ratio so that the local noise level cancels:
+       s(k) = median_t(d_t(k)^2 / E_t) / 0.4549 (the median of chi2 with 1 dof); s(k) of the shading frequencies
+       k1 + k2 <= 1 = median of s on k1 + k2 = 2 (the noise spectrum taken as flat below 1/12 cycle/px).
+       A tile's noise variance is v_t = E_t * mean_k s(k): this restores the low-frequency part of spatially
+       correlated noise, which a plane fit absorbs.
+    4. Signal-dependent noise: v(mu) = mean of v_t over the flat tiles in each of 8 intensity bins (bins with
+       fewer than 3 tiles interpolated, held at the ends), and var_c = mean of v(mu_t) over the tile means mu_t
+       of all usable tiles (the image's own intensity histogram, not the flat tiles' intensities).
+    5. level = sqrt(mean_c var_c).
+
+    Limits (measured: scripts/noise_report.py --clean): noise that is weaker in flat areas than in texture (JPEG
+    quantisation, in-camera noise reduction) and differences to the clean image that follow the content
+    (misalignment, tone) are not seen, so the level is low there (PolyU); on images with no flat area at all,
+    texture reads as noise at low noise levels (level high). Clipped noise is measured as it is in the file.
+    Raises ValueError only for a batch of several images or an image smaller than 24 x 24.
+    """
+    levels = channel_noise_levels(image)
+    return math.sqrt(sum(v * v for v in levels) / len(levels))

@@ -4,12 +4,10 @@
 * ``nlm``: OpenCV's non-local means (Buades et al. 2005; ``fastNlMeansDenoisingColored``, which filters luma and
   colour in Lab), per image on 8 bits, with filtering parameter h = ``strength`` x the image's own noise level in
   0..255 (``noise.estimate.noise_level``, measured on the noisy image) when ``h`` is ``auto``.
-
 * ``nlm2``: the mean of ``nlm`` at full size and ``nlm`` on the four stride-2 sub-images (``ops.pd``: noise less
-  correlated there) reassembled, at the same h.
-* ``bm3d``: ``ops.bm3d.bm3d`` with thresholds for white noise of std ``strength`` x the image's own noise level
-  (the image-wide level of ``noise.estimate.image_noise_level``).
-* ``classical``: the classical core's choice per image (``classical_filter``).
+  correlated there) reassembled, at h = the image-wide level (``noise.estimate.image_noise_level``).
+* ``bm3d``: ``ops.bm3d.bm3d`` with thresholds from the image's own noise (``bm3d_sigma``).
+* ``classical``: the classical core's filter (``classical_filter``: BM3D, thresholds chosen per image).
 
 ``GUIDES`` names them for ``method.guide`` of coarse distillation and for the benchmark's classical rows.
 """
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 
 from amcfd.ops.bilateral import bilateral_filter
-from amcfd.ops.bm3d import bm3d
+from amcfd.ops.bm3d import bm3d, patch_noise_std
 from amcfd.ops.pd import pd_down, pd_up
 from amcfd.ops.tiling import tiled_denoise
 
@@ -84,44 +82,80 @@ def nlm_two_scale(x: torch.Tensor, h: float | str = AUTO, strength: float = 1.0,
 
 
 def image_level(image: torch.Tensor) -> float:
-    """The noise std ([0, 1] units) of a (1, C, H, W) / (C, H, W) image for a filter's strength
+    """The image-wide noise std ([0, 1] units) of a (1, C, H, W) / (C, H, W) image
     (``noise.estimate.image_noise_level``); 0 for an image too small to measure."""
-    from amcfd.noise import estimate
+    from amcfd.noise.estimate import image_noise_level
 
     try:
-        return float(getattr(estimate, "image_noise_level", estimate.noise_level)(image))
+        return float(image_noise_level(image))
     except ValueError:
         return 0.0
 
 
-BM3D_STRENGTH = 4.0       # white-noise thresholds at this multiple of the level: docs/results.md "classical"
+THRESHOLDS = ("auto", "white", "spectrum")
+WHITE_STRENGTH = 4.0      # 'white': thresholds at this multiple of the flat-tile level (noise.estimate.noise_level)
+CORRELATED = 0.3          # 'auto': lag-1 noise correlation from which the noise counts as spatially correlated
+MEASURED_SIDE = 1536      # the noise of a larger image is measured on its central region of this side
 
 
-def bm3d_filter(x: torch.Tensor, strength: float = BM3D_STRENGTH, sigma: float | str = AUTO, tile: int = 512,
-                overlap: int = 32, **options) -> torch.Tensor:
-    """``ops.bm3d.bm3d`` per image of (B, C, H, W) in [0, 1], thresholds for white noise of std ``strength`` x
-    the image's own noise level (``sigma: auto``) or ``sigma`` (0..255) as given; big images in tiles of
-    ``tile`` pixels (``ops.tiling``: memory grows with the tile, not the photo). ``options``: ``bm3d``'s."""
+def bm3d_sigma(image: torch.Tensor, thresholds: str = "auto", strength: float | None = None):
+    """The noise std ``ops.bm3d.bm3d`` thresholds at, for one (C, H, W) image in [0, 1], measured on the image:
+
+    * white: a number, ``strength`` (4) x the flat-tile level ``noise_level``: a threshold for white noise that
+      covers the low frequencies of correlated noise (the crude form of the correlated-noise thresholds: real
+      camera noise is correlated 0.4-0.8 at 1 px, so an 8x8 patch's lowest DCT frequencies hold 2.5-4x the pixel
+      std, and the flat-tile level reads low on JPEG photos);
+    * spectrum: (8, 8) per DCT frequency, ``strength`` (1) x the image-wide level ``image_noise_level`` x the
+      shape of the measured normalised autocovariance (lags <= 3, ``bm3d.patch_noise_std``): BM3D for white or
+      mildly correlated noise;
+    * auto: 'white' when the measured lag-1 correlation is at least ``CORRELATED`` (0.3), else 'spectrum'.
+    Unmeasurable (too small, or flat): 0, no filtering."""
+    from amcfd.noise.estimate import noise_stats
+
+    if thresholds not in THRESHOLDS:
+        raise ValueError(f"thresholds must be one of {THRESHOLDS}, got {thresholds!r}")
+    if strength is not None and strength <= 0:
+        raise ValueError(f"strength must be > 0, got {strength}")
+    h, w = image.shape[-2:]
+    top, left = max(0, (h - MEASURED_SIDE) // 2), max(0, (w - MEASURED_SIDE) // 2)
+    region = image[..., top:top + MEASURED_SIDE, left:left + MEASURED_SIDE]
+    try:
+        stats = noise_stats(region)
+    except ValueError:
+        return 0.0
+    if thresholds == "auto":
+        thresholds = "white" if stats["corr"][1] >= CORRELATED else "spectrum"
+    if thresholds == "white":
+        return (WHITE_STRENGTH if strength is None else strength) * stats["level"]
+    shape = patch_noise_std({lag: g / max(stats["gamma"][(0, 0)], 1e-20) for lag, g in stats["gamma"].items()})
+    return (1.0 if strength is None else strength) * image_level(region) * shape
+
+
+def bm3d_filter(x: torch.Tensor, thresholds: str = "auto", strength: float | None = None,
+                sigma: float | str = AUTO, tile: int = 512, overlap: int = 32, **options) -> torch.Tensor:
+    """``ops.bm3d.bm3d`` per image of (B, C, H, W) in [0, 1] at the image's own noise (``bm3d_sigma``:
+    ``thresholds`` auto | white | spectrum, ``strength``), or for white noise of std ``sigma`` (0..255) as given;
+    big images in tiles of ``tile`` pixels (``ops.tiling``: memory grows with the tile, not the photo).
+    ``options``: ``bm3d``'s (radius, step, lam, ...)."""
     if sigma != AUTO and (isinstance(sigma, str) or sigma < 0):
         raise ValueError(f"sigma must be 'auto' or >= 0, got {sigma!r}")
-    if strength <= 0:
-        raise ValueError(f"strength must be > 0, got {strength}")
     out = []
     for image in x:
-        level = strength * (image_level(image) if sigma == AUTO else float(sigma) / 255)
+        noise = bm3d_sigma(image, thresholds, strength) if sigma == AUTO else float(sigma) / 255
 
-        def filter_tiles(tiles: torch.Tensor, level: float = level) -> torch.Tensor:
-            return torch.stack([bm3d(t, level, **options) for t in tiles])
+        def filter_tiles(tiles: torch.Tensor, noise=noise) -> torch.Tensor:
+            return torch.stack([bm3d(t, noise, **options) for t in tiles])
 
         out.append(tiled_denoise(filter_tiles, image[None].float(), tile, overlap)[0].clamp(0, 1))
     return torch.stack(out).to(x.dtype)
 
 
-def classical_filter(x: torch.Tensor, strength: float = BM3D_STRENGTH, **options) -> torch.Tensor:
-    """The classical core's filter: ``bm3d_filter`` at ``strength`` x each image's level, for light and heavy
-    noise alike (NLM, one or two scales, scored below it on every set, light and heavy: docs/results.md,
-    "Benchmark: classical_*"), so no switch between light and heavy handling is made."""
-    return bm3d_filter(x, strength, **options)
+def classical_filter(x: torch.Tensor, **options) -> torch.Tensor:
+    """The classical core's filter: ``bm3d_filter`` with ``thresholds: auto``: per image, thresholds for
+    correlated noise (light or heavy: real camera noise) or for white noise, from the measured correlation.
+    NLM, at one or two scales, scored below it on every set, light and heavy (docs/results.md, "Benchmark:
+    classical_*"), so the choice is between BM3D's thresholds, not between filters."""
+    return bm3d_filter(x, **options)
 
 
 GUIDES = {"bilateral": bilateral_filter, "nlm": nlm_filter, "nlm2": nlm_two_scale, "bm3d": bm3d_filter,
