@@ -15,7 +15,7 @@ import yaml
 
 from amcfd.data.imageio import write_image
 from amcfd.ops import bm3d as B
-from amcfd.ops.guides import GUIDES, bm3d_filter, nlm_filter, nlm_two_scale
+from amcfd.ops.guides import GUIDES, bm3d_filter, bm3d_sigma, nlm_filter, nlm_two_scale
 from amcfd.ops.pd import pd_down, pd_up
 from amcfd.registry import ConfigError
 
@@ -31,6 +31,12 @@ def astronaut():
     """A 96x96 colour crop (face and hair: edges and texture) and the same crop in grey, in [0, 1]."""
     rgb = torch.from_numpy(skimage.data.astronaut()[30:126, 170:266].astype(np.float32) / 255).permute(2, 0, 1)
     return rgb, rgb.mean(0, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 160x160 colour crop with flat areas and edges, where a blind noise estimate has something to measure."""
+    return torch.from_numpy(skimage.data.astronaut()[0:160, 340:500].astype(np.float32) / 255).permute(2, 0, 1)
 
 
 def test_transforms_are_orthonormal():
@@ -88,19 +94,38 @@ def test_bm3d_takes_a_spectrum_per_channel_and_frequency(astronaut):
         B.bm3d(torch.rand(2, 32, 32), 0.1)
 
 
-def test_blind_bm3d_measures_each_image_and_tiles_big_ones(astronaut):
-    """sigma auto: each image of a batch at its own level; tiling (for big photos) changes the result little."""
-    clean = astronaut[0][None]
+def test_blind_bm3d_measures_each_image_and_tiles_big_ones(scene):
+    """sigma auto: each image of a batch at its own level (white noise: the measured spectrum's thresholds);
+    tiling (for big photos) changes the result little."""
+    clean = scene[None]
     rng = torch.Generator().manual_seed(3)
     batch = torch.cat([clean + torch.randn(clean.shape, generator=rng) * s for s in (0.02, 0.08)]).clamp(0, 1)
     out = bm3d_filter(batch)
     for i in range(2):
         assert psnr(out[i], clean[0]) > psnr(batch[i], clean[0]) + 3
         assert torch.allclose(out[i], bm3d_filter(batch[i:i + 1])[0])
-    tiled = bm3d_filter(batch[:1], tile=64, overlap=16)
+    tiled = bm3d_filter(batch[:1], tile=96, overlap=16)
     assert abs(psnr(tiled[0], clean[0]) - psnr(out[0], clean[0])) < 0.3
     with pytest.raises(ValueError, match="strength"):
         bm3d_filter(batch, strength=0)
+    with pytest.raises(ValueError, match="thresholds"):
+        bm3d_filter(batch, thresholds="soft")
+
+
+def test_thresholds_follow_the_measured_correlation(scene):
+    """White noise gets the spectrum at the image-wide level (close to the true std at every frequency);
+    noise blurred to a lag-1 correlation of ~0.6 gets the white thresholds for correlated noise, above the
+    pixel std (its low DCT frequencies hold several times the pixel std)."""
+    clean = scene
+    white = torch.randn(clean.shape, generator=torch.Generator().manual_seed(5)) * 0.04
+    sigma = bm3d_sigma((clean + white).clamp(0, 1))
+    assert sigma.shape == (8, 8) and 0.8 * 0.04 < np.median(sigma) < 1.25 * 0.04
+    k = torch.tensor([0.25, 0.5, 0.25])
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(white[:, None] * 2.5, (1, 1, 1, 1), "reflect"),
+                                         (k[:, None] * k[None, :])[None, None])[:, 0]
+    sigma = bm3d_sigma((clean + blurred).clamp(0, 1))
+    assert np.ndim(sigma) == 0 and sigma > 2 * float(blurred.std())
+    assert bm3d_sigma(torch.full((3, 64, 64), 0.5)) == 0.0                    # nothing to measure: no filtering
 
 
 @pytest.mark.parametrize("size", [(3, 31, 45), (1, 16, 17)])
@@ -118,7 +143,7 @@ def test_classical_method_options_are_checked():
 
     with pytest.raises(ConfigError, match="method.filter"):
         Classical(filter="median")
-    with pytest.raises(ConfigError, match="no option"):
+    with pytest.raises(ConfigError, match="method.options.*strenght"):
         Classical(filter="bm3d", options={"strenght": 2})
     with pytest.raises(ConfigError, match="needs no training"):
         Classical()({"noisy": torch.rand(1, 3, 8, 8)})
@@ -139,10 +164,9 @@ def pairs(tmp_path_factory, astronaut):
 
 
 def test_valid_py_scores_the_classical_core(pairs, tmp_path):
-    (pairs / "clean" / "b.jpg").write_bytes((pairs / "noisy" / "b.jpg").read_bytes())   # PairedFolder: same names
     opt = {"name": "classical", "device": "cpu", "method": {"type": "Classical", "filter": "bm3d"},
            "path": {"results_root": str(tmp_path)}, "datasets": {"test_a": {"type": "PairedFolder", "root": str(pairs),
-                                                                              "max_images": 1}}}
+                                                                              }}}
     (tmp_path / "c.yml").write_text(yaml.safe_dump(opt))
     result = subprocess.run([sys.executable, "valid.py", "-opt", str(tmp_path / "c.yml")], capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[1], env=ENV, timeout=300)

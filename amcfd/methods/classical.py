@@ -11,8 +11,6 @@ classical_*").
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
@@ -36,10 +34,11 @@ class Classical(Method):
         if filter not in GUIDES:
             raise ConfigError(f"option 'method.filter' must be one of {sorted(GUIDES)}, got {filter!r}")
         options = dict(options or {})
-        accepted = inspect.signature(GUIDES[filter]).parameters
-        unknown = sorted(k for k in options if k not in accepted or k == "x")
-        if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-            raise ConfigError(f"option 'method.options': filter {filter!r} has no option(s) {unknown}")
+        probe = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+        try:                                               # names and values, before any photo is read
+            GUIDES[filter](probe, **options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"option 'method.options' of filter {filter!r}: {err}") from None
         self.filter, self.options = filter, options
         self.register_buffer("device_marker", torch.zeros(0), persistent=False)   # follows .to(device)
 

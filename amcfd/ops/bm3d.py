@@ -121,52 +121,55 @@ def _group_sizes(distances: torch.Tensor, tau: float) -> torch.Tensor:
 
 def _collaborative(noisy_t: torch.Tensor, basic_t: torch.Tensor | None, positions: torch.Tensor,
                    sizes: torch.Tensor, sigma: torch.Tensor, lam: float, window: torch.Tensor,
-                   idct: torch.Tensor, mu2: float = 1.0, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                   idct: torch.Tensor, mu2: float = 1.0, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
     """Filter the groups and accumulate their weighted, windowed estimates per patch corner.
 
-    noisy_t / basic_t: (C, P*P, L) 2-D DCT of every patch; positions (R, K); sizes (R,); sigma (C, P*P).
-    Hard thresholding when ``basic_t`` is None, else Wiener. Returns (numerator (C, P*P, L), weights (C, L))."""
-    c, pp, n_pos = noisy_t.shape
+    noisy_t / basic_t: (L, C, P*P) 2-D DCT of every patch (rows: patch corners); positions (R, K); sizes (R,);
+    sigma (C, P*P). Hard thresholding when ``basic_t`` is None, else Wiener.
+    Returns (numerator (L, C, P*P) in pixels, weights (L, C))."""
+    n_pos, c, pp = noisy_t.shape
     numerator = torch.zeros_like(noisy_t)
-    weights = torch.zeros((c, n_pos), dtype=noisy_t.dtype, device=noisy_t.device)
-    var = sigma.square().clamp_min(1e-12)[:, :, None, None]                            # (C, P*P, 1, 1)
+    weights = torch.zeros((n_pos, c), dtype=noisy_t.dtype, device=noisy_t.device)
+    var = sigma.square().clamp_min(1e-12)                                              # (C, P*P)
+    threshold = lam * var.sqrt()
     for n in sizes.unique().tolist():
         haar = torch.from_numpy(haar_matrix(n)).to(noisy_t)
         refs = torch.nonzero(sizes == n).squeeze(1)
-        for start in range(0, len(refs), max(1, chunk * 16 // n)):
-            pos = positions[refs[start:start + chunk * 16 // n], :n]                     # (r, n)
-            group = noisy_t[:, :, pos] @ haar.T                                          # (C, P*P, r, n)
+        step = max(1, chunk // n)
+        for start in range(0, len(refs), step):
+            pos = positions[refs[start:start + step], :n]                                  # (r, n)
+            group = torch.einsum("kn,rncf->rkcf", haar, noisy_t[pos])                    # (r, n, C, P*P)
             if basic_t is None:
-                keep = group.abs() >= lam * var.sqrt()
+                keep = group.abs() >= threshold
                 keep[:, 0, :, 0] = True                                                   # the group's DC
                 group = group * keep
-                weight = 1.0 / (keep * var).sum(dim=(1, 3)).clamp_min(1e-12)             # (C, r)
+                weight = 1.0 / (keep * var).sum(dim=(1, 3)).clamp_min(1e-12)             # (r, C)
             else:
-                b2 = (basic_t[:, :, pos] @ haar.T).square()
-                shrink = b2 / (b2 + mu2 * var)
+                b2 = torch.einsum("kn,rncf->rkcf", haar, basic_t[pos]).square_()
+                shrink = b2.div_(b2 + mu2 * var)
                 group = group * shrink
-                weight = 1.0 / (shrink.square() * var).sum(dim=(1, 3)).clamp_min(1e-12)
-            est = group @ haar                                                           # (C, P*P, r, n)
-            pixels = torch.einsum("fp,cfrn->cprn", idct, est) * window[None, :, None, None]
+                weight = 1.0 / (shrink.square_() * var).sum(dim=(1, 3)).clamp_min(1e-12)
+            est = torch.einsum("kn,rkcf->rncf", haar, group)                             # (r, n, C, P*P)
+            pixels = (est @ idct) * window                                                # DCT -> pixels, windowed
             pixels = pixels * weight[:, None, :, None]
             flat = pos.reshape(-1)
-            numerator.index_add_(2, flat, pixels.reshape(c, pp, -1))
-            weights.index_add_(1, flat, weight[:, :, None].expand(-1, -1, n).reshape(c, -1))
+            numerator.index_add_(0, flat, pixels.reshape(-1, c, pp))
+            weights.index_add_(0, flat, weight[:, None, :].expand(-1, n, -1).reshape(-1, c))
     return numerator, weights
 
 
 def _aggregate(numerator: torch.Tensor, weights: torch.Tensor, window: torch.Tensor, size: tuple,
                patch: int) -> torch.Tensor:
     """(C, H, W): the windowed patch estimates summed over the image, divided by the summed weights."""
-    num = F.fold(numerator, size, patch)                                                  # (C, 1, H, W)
-    den = F.fold(window[None, :, None] * weights[:, None, :], size, patch)
+    num = F.fold(numerator.permute(1, 2, 0), size, patch)                                # (C, 1, H, W)
+    den = F.fold(window[None, :, None] * weights.T[:, None, :], size, patch)
     return (num / den.clamp_min(1e-12))[:, 0]
 
 
 def _patch_dct(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """(C, H, W) -> (C, P*P, L): the 2-D DCT of every P x P patch (L = (H-P+1)(W-P+1) corners)."""
+    """(C, H, W) -> (L, C, P*P): the 2-D DCT of every P x P patch (L = (H-P+1)(W-P+1) corners, row-major)."""
     d = torch.from_numpy(np.kron(dct_matrix(patch), dct_matrix(patch))).to(x)        # (P*P, P*P)
-    return F.conv2d(x[:, None], d.reshape(-1, 1, patch, patch)).flatten(2)
+    return F.conv2d(x[:, None], d.reshape(-1, 1, patch, patch)).flatten(2).permute(2, 0, 1).contiguous()
 
 
 @torch.no_grad()
