@@ -151,10 +151,10 @@ def test_classical_method_options_are_checked():
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory, astronaut):
+def pairs(tmp_path_factory, scene):
     """Two noisy photos (PNG and JPEG) and their clean versions."""
     root = tmp_path_factory.mktemp("classical")
-    clean = astronaut[0].permute(1, 2, 0).numpy()
+    clean = scene.permute(1, 2, 0).numpy()
     rng = np.random.default_rng(4)
     for name in ("a.png", "b.jpg"):
         noisy = np.clip(clean + 0.04 * rng.standard_normal(clean.shape), 0, 1)
@@ -166,7 +166,7 @@ def pairs(tmp_path_factory, astronaut):
 def test_valid_py_scores_the_classical_core(pairs, tmp_path):
     opt = {"name": "classical", "device": "cpu", "method": {"type": "Classical", "filter": "bm3d"},
            "path": {"results_root": str(tmp_path)}, "datasets": {"test_a": {"type": "PairedFolder", "root": str(pairs),
-                                                                              }}}
+                                                                              "max_images": 1}}}
     (tmp_path / "c.yml").write_text(yaml.safe_dump(opt))
     result = subprocess.run([sys.executable, "valid.py", "-opt", str(tmp_path / "c.yml")], capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[1], env=ENV, timeout=300)
