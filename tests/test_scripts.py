@@ -25,7 +25,8 @@ BAD_INPUT = {
                   ["--input", MISSING, "--output", MISSING]],
     "submission": [["-opt", MISSING], ["--format", "nope"], ["--format", "sidd"], ["--format", "dnd", "-opt", MISSING],
                    ["--format", "sidd", "--root", MISSING]],
-    "noise_report": [[], [MISSING], [str(REPO / "docs"), "--max-images", "0"]],
+    "noise_report": [[], [MISSING], [str(REPO / "docs"), "--max-images", "0"],
+                     [str(REPO / "docs"), "--write-docs", "x"]],
     "make_readme_figure": [["--image", "nope"], ["--crop", "0", "0", "0"], ["--checkpoint", MISSING]],
 }
 
