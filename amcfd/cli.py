@@ -101,7 +101,8 @@ def _train(argv) -> None:
     from amcfd.options import load_options
 
     p = _parser("train.py", "training")
-    p.add_argument("--auto_resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--auto-resume", "--auto_resume", dest="auto_resume", action="store_true",
+                   help="continue from the latest checkpoint (--auto_resume: the same)")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                    help="'pytorch' under torchrun (multi-GPU / multi-node)")
     p.add_argument("--debug", action="store_true", help="a few iterations, frequent logs/validation/saves")

@@ -293,8 +293,10 @@ def check_arguments(args) -> tuple[Path, Path]:
     return source, out_dir
 
 
-def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict, started: float) -> Path:
-    """The three stages, from the last one already done; a too-small budget is refused before any runs."""
+def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
+              started: float) -> tuple[Path, list[Path]]:
+    """The three stages, from the last one already done; a too-small budget is refused before any runs.
+    Returns (the student's checkpoint, the folders ``--keep`` removes once the photos are written)."""
     from amcfd.engine.inference import select_device
     from amcfd.engine.runs import WorkLock
 
@@ -311,11 +313,9 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
         for i, entry in enumerate(plan):
             if i >= first or entry["done"] is not None:      # stages before a finished one may be gone (--keep)
                 previous = train_stage(entry, args, work, previous, summary, started)
-        if args.keep != "all":
-            gone = [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
-            for folder in gone + [work / "teacher_targets"]:
-                shutil.rmtree(folder, ignore_errors=True)
-    return previous
+    gone = [] if args.keep == "all" else \
+        [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"] + [work / "teacher_targets"]
+    return previous, gone
 
 
 def run(argv=None) -> dict:
@@ -330,17 +330,22 @@ def run(argv=None) -> dict:
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
     trains = not args.pretrained and args.method == "trained"
+    gone: list[Path] = []                    # --keep: removed once the photos are written (the student first)
     if args.method == "classical":
         model, method = CLASSICAL_MODEL, {"type": "Classical"}
+    elif args.pretrained:
+        model, method = Path(args.pretrained), {}
     else:
-        model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)
-        method = {"type": "SinglePass"} if trains else {}
+        model, gone = train_all(args, source, photos, work, summary, started)
+        method = {"type": "SinglePass"}
     start = time.perf_counter()
     with stage_guard("denoise", (work if trains else out_dir) / "denoise.log"):
         opt = validate({"name": "denoise", "device": args.device, "method": method,
                         "path": {"pretrain_network": None if args.method == "classical" else str(model)},
                         "test": {"tile": 512, "tile_overlap": 32}}, "test")
         written = denoise_files(opt, photos, source, out_dir)
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}
     if args.clean:
         summary["scores"] = scores(out_dir, photos, source, Path(args.clean))

@@ -204,3 +204,24 @@ def test_test_py_does_not_need_the_option_files_validation_sets(trained):
     assert cv2.imread(str(trained / "out_sidd" / "a.png")).shape == (30, 30, 3)
     valid = run("valid.py", "-opt", "sidd_test.yml", cwd=trained)
     assert valid.returncode == 2 and "option 'datasets.val_sidd." in valid.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--auto-resume", "--auto_resume"])
+def test_train_takes_auto_resume_in_both_spellings(flag, monkeypatch, tmp_path):
+    import amcfd.engine.trainer
+    from amcfd.cli import main_train
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, opt, launcher="none", auto_resume=False):
+            seen["auto_resume"] = auto_resume
+
+        def train(self):
+            pass
+
+    monkeypatch.setattr(amcfd.engine.trainer, "Trainer", Recorder)
+    (tmp_path / "t.yml").write_text(f"name: t\nnetwork: {{type: DnCNN}}\npath: {{experiments_root: {tmp_path}}}\n"
+                                    "datasets: {train: {type: SyntheticCameraNoise, images: [astronaut]}}\n")
+    assert main_train(["-opt", str(tmp_path / "t.yml"), flag]) == 0
+    assert seen == {"auto_resume": True}
