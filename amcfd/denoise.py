@@ -168,13 +168,16 @@ def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float,
 
 
 def pixels(photos: list[Path], per_photo: int) -> int:
-    """Pixels of the photos, at most ``per_photo`` each, from their headers (unreadable ones count as 0)."""
+    """Pixels of the photos, at most ``per_photo`` each, from their headers; a header that cannot be read counts
+    as ``per_photo`` (the budget estimate errs on the safe side)."""
     from PIL import Image
 
     total = 0
     for path in photos:
+        size = per_photo
         with contextlib.suppress(Exception), Image.open(path) as image:
-            total += min(per_photo, image.size[0] * image.size[1])
+            size = min(per_photo, image.size[0] * image.size[1])
+        total += size
     return total
 
 

@@ -200,3 +200,4 @@ def test_amcfd_denoise_classical_one_photo_and_bad_combinations(pairs):
     assert not (pairs / "o2").exists()
     result = denoise("noisy", "--output", "o3", "--method", "median", cwd=pairs)
     assert result.returncode == 2 and "--method" in result.stderr
+
