@@ -42,6 +42,7 @@ STAGES = ("teacher", "coarse", "fine")
 SHARE = {"teacher": 0.45, "coarse": 0.35, "fine": 0.20}   # of --budget-minutes
 FILES = {"teacher": "photos.yml", "coarse": "distill_coarse_cpu.yml", "fine": "distill_fine_cpu.yml"}
 KEEP = ("all", "student", "outputs")
+DEFAULT_BUDGET = 30.0       # --budget-minutes
 # The coarse stage's teacher targets are computed inside its budget: without R3 and with one rotated view they
 # take seconds per photo (P-E with 3 views took most of the stage's budget). Tiled, so 12-megapixel photos fit.
 TEACHER_R3, TEACHER_VIEWS, TEACHER_TILE = False, [1], 512
@@ -59,18 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amcfd-denoise", description=__doc__.split("\n")[0])
     p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
     p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="training time of all stages (default 30)")
+    p.add_argument("--budget-minutes", type=float, default=None, help="training time of all stages (default 30)")
     p.add_argument("--method", choices=("trained", "classical"), default="trained",
                    help="trained: the stages above (default); classical: no training, the classical core "
                         "(BM3D at each photo's own noise level, seconds per photo)")
     p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours, an imported one, or a "
                                         "released model by name: amcfd-weights list)")
     p.add_argument("--clean", help="folder of clean references with the same names: PSNR/SSIM in the summary")
-    p.add_argument("--keep", choices=KEEP, default="all",
+    p.add_argument("--keep", choices=KEEP, default=None,
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
                         "or nothing but the outputs")
-    p.add_argument("--work", help="folder of the stage experiments (default experiments/denoise_<photos' name>_"
-                                  "<hash of their path>)")
+    p.add_argument("--work", help="folder of the stage experiments and of denoise.log, where a failure's "
+                                  "traceback goes (default experiments/denoise_<photos' name>_<hash of their path>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--options", help="folder holding train/photos.yml, train/distill_coarse_cpu.yml and "
                                      "train/distill_fine_cpu.yml (default: the packaged option files)")
@@ -278,6 +279,16 @@ def check_arguments(args) -> tuple[Path, Path]:
     from amcfd.hub.weights import is_release_name, resolve_checkpoint
 
     source, out_dir = Path(args.photos), Path(args.output)
+    if args.pretrained or args.method == "classical":
+        given = [flag for flag, value in (("--budget-minutes", args.budget_minutes), ("--keep", args.keep),
+                                          ("--options", args.options)) if value is not None]
+        if given:
+            which = "--pretrained" if args.pretrained else "--method classical"
+            one = len(given) == 1
+            raise ConfigError(f"{', '.join(given)} {'applies' if one else 'apply'} only to training, and {which} "
+                              f"trains nothing: leave {'it' if one else 'them'} out")
+    args.budget_minutes = DEFAULT_BUDGET if args.budget_minutes is None else args.budget_minutes
+    args.keep = args.keep or "all"
     if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     if args.pretrained and args.method == "classical":
@@ -332,7 +343,6 @@ def run(argv=None) -> dict:
     check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    trains = not args.pretrained and args.method == "trained"
     gone: list[Path] = []                    # --keep: removed once the photos are written (the student first)
     if args.method == "classical":
         model, method = CLASSICAL_MODEL, {"type": "Classical"}
@@ -342,7 +352,7 @@ def run(argv=None) -> dict:
         model, gone = train_all(args, source, photos, work, summary, started)
         method = {"type": "SinglePass"}
     start = time.perf_counter()
-    with stage_guard("denoise", (work if trains else out_dir) / "denoise.log"):
+    with stage_guard("denoise", work / "denoise.log"):
         opt = validate({"name": "denoise", "device": args.device, "method": method,
                         "path": {"pretrain_network": None if args.method == "classical" else str(model)},
                         "test": {"tile": 512, "tile_overlap": 32}}, "test")

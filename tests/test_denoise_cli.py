@@ -203,6 +203,9 @@ def test_second_run_on_the_same_work_folder_is_refused(photos, trained):
     (("noisy/p0.png", "--output", "o"), "training needs a folder"),
     (("noisy", "--output", "o", "--budget-minutes", "0"), "--budget-minutes must be > 0"),
     (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: no such file or released model"),
+    (("noisy", "--output", "o", "--pretrained", "nope.pth", "--keep", "student"), "--keep applies only to training"),
+    (("noisy", "--output", "o", "--method", "classical", "--budget-minutes", "3", "--options", "opts"),
+     "--budget-minutes, --options apply only to training"),
     (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for 4 photo(s)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):
