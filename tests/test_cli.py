@@ -214,6 +214,8 @@ def test_train_takes_auto_resume_in_both_spellings(flag, monkeypatch, tmp_path):
     seen = {}
 
     class Recorder:
+        exp_dir = tmp_path
+
         def __init__(self, opt, launcher="none", auto_resume=False):
             seen["auto_resume"] = auto_resume
 
@@ -225,3 +227,11 @@ def test_train_takes_auto_resume_in_both_spellings(flag, monkeypatch, tmp_path):
                                     "datasets: {train: {type: SyntheticCameraNoise, images: [astronaut]}}\n")
     assert main_train(["-opt", str(tmp_path / "t.yml"), flag]) == 0
     assert seen == {"auto_resume": True}
+
+
+def test_progress_bars_written_to_a_file_update_rarely():
+    code = ("import time\nfrom amcfd.progress import progress_bar\n"
+            "for _ in progress_bar(range(60), desc='work'):\n    time.sleep(0.01)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "60/60" in out.stderr
+    assert out.stderr.count("\r") <= 3                     # the first and the last state, not one per 0.1 s
