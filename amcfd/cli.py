@@ -101,7 +101,8 @@ def _train(argv) -> None:
     from amcfd.options import load_options
 
     p = _parser("train.py", "training")
-    p.add_argument("--auto_resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--auto-resume", "--auto_resume", dest="auto_resume", action="store_true",
+                   help="continue from the latest checkpoint (--auto_resume: the same)")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                    help="'pytorch' under torchrun (multi-GPU / multi-node)")
     p.add_argument("--debug", action="store_true", help="a few iterations, frequent logs/validation/saves")
@@ -208,15 +209,15 @@ def denoise_files(opt: dict, files: list[Path], source: Path, out_dir: Path, des
     ``out_dir`` (same relative paths, sub-folders included; JPEG -> PNG; bit depth, gray and alpha kept); unreadable
     images are skipped with a warning, and when none reads: ConfigError. Returns how many were written."""
     import torch
-    from tqdm import tqdm
 
     from amcfd.data.imageio import ImageReadError, read_image, to_image, to_tensor, warn_skipped, write_image
     from amcfd.engine.inference import build_denoiser
+    from amcfd.progress import progress_bar
 
     method, denoise_fn = build_denoiser(opt)
     in_channels = _input_channels(method)
     written, unreadable = 0, []
-    for path in tqdm(files, desc=desc, dynamic_ncols=True, file=sys.stderr):
+    for path in progress_bar(files, desc=desc):
         try:
             img, info = read_image(path)
         except ImageReadError as exc:

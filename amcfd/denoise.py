@@ -42,6 +42,7 @@ STAGES = ("teacher", "coarse", "fine")
 SHARE = {"teacher": 0.45, "coarse": 0.35, "fine": 0.20}   # of --budget-minutes
 FILES = {"teacher": "photos.yml", "coarse": "distill_coarse_cpu.yml", "fine": "distill_fine_cpu.yml"}
 KEEP = ("all", "student", "outputs")
+DEFAULT_BUDGET = 30.0       # --budget-minutes
 # The coarse stage's teacher targets are computed inside its budget: without R3 and with one rotated view they
 # take seconds per photo (P-E with 3 views took most of the stage's budget). Tiled, so 12-megapixel photos fit.
 TEACHER_R3, TEACHER_VIEWS, TEACHER_TILE = False, [1], 512
@@ -59,18 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amcfd-denoise", description=__doc__.split("\n")[0])
     p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
     p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="training time of all stages (default 30)")
+    p.add_argument("--budget-minutes", type=float, default=None, help="training time of all stages (default 30)")
     p.add_argument("--method", choices=("trained", "classical"), default="trained",
                    help="trained: the stages above (default); classical: no training, the classical core "
                         "(BM3D at each photo's own noise level, seconds per photo)")
     p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours, an imported one, or a "
                                         "released model by name: amcfd-weights list)")
     p.add_argument("--clean", help="folder of clean references with the same names: PSNR/SSIM in the summary")
-    p.add_argument("--keep", choices=KEEP, default="all",
+    p.add_argument("--keep", choices=KEEP, default=None,
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
                         "or nothing but the outputs")
-    p.add_argument("--work", help="folder of the stage experiments (default experiments/denoise_<photos' name>_"
-                                  "<hash of their path>)")
+    p.add_argument("--work", help="folder of the stage experiments and of denoise.log, where a failure's "
+                                  "traceback goes (default experiments/denoise_<photos' name>_<hash of their path>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--options", help="folder holding train/photos.yml, train/distill_coarse_cpu.yml and "
                                      "train/distill_fine_cpu.yml (default: the packaged option files)")
@@ -168,13 +169,16 @@ def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float,
 
 
 def pixels(photos: list[Path], per_photo: int) -> int:
-    """Pixels of the photos, at most ``per_photo`` each, from their headers (unreadable ones count as 0)."""
+    """Pixels of the photos, at most ``per_photo`` each, from their headers; a header that cannot be read counts
+    as ``per_photo`` (the budget estimate errs on the safe side)."""
     from PIL import Image
 
     total = 0
     for path in photos:
+        size = per_photo
         with contextlib.suppress(Exception), Image.open(path) as image:
-            total += min(per_photo, image.size[0] * image.size[1])
+            size = min(per_photo, image.size[0] * image.size[1])
+        total += size
     return total
 
 
@@ -275,6 +279,16 @@ def check_arguments(args) -> tuple[Path, Path]:
     from amcfd.hub.weights import is_release_name, resolve_checkpoint
 
     source, out_dir = Path(args.photos), Path(args.output)
+    if args.pretrained or args.method == "classical":
+        given = [flag for flag, value in (("--budget-minutes", args.budget_minutes), ("--keep", args.keep),
+                                          ("--options", args.options)) if value is not None]
+        if given:
+            which = "--pretrained" if args.pretrained else "--method classical"
+            one = len(given) == 1
+            raise ConfigError(f"{', '.join(given)} {'applies' if one else 'apply'} only to training, and {which} "
+                              f"trains nothing: leave {'it' if one else 'them'} out")
+    args.budget_minutes = DEFAULT_BUDGET if args.budget_minutes is None else args.budget_minutes
+    args.keep = args.keep or "all"
     if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     if args.pretrained and args.method == "classical":
@@ -293,8 +307,10 @@ def check_arguments(args) -> tuple[Path, Path]:
     return source, out_dir
 
 
-def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict, started: float) -> Path:
-    """The three stages, from the last one already done; a too-small budget is refused before any runs."""
+def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
+              started: float) -> tuple[Path, list[Path]]:
+    """The three stages, from the last one already done; a too-small budget is refused before any runs.
+    Returns (the student's checkpoint, the folders ``--keep`` removes once the photos are written)."""
     from amcfd.engine.inference import select_device
     from amcfd.engine.runs import WorkLock
 
@@ -311,11 +327,9 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
         for i, entry in enumerate(plan):
             if i >= first or entry["done"] is not None:      # stages before a finished one may be gone (--keep)
                 previous = train_stage(entry, args, work, previous, summary, started)
-        if args.keep != "all":
-            gone = [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
-            for folder in gone + [work / "teacher_targets"]:
-                shutil.rmtree(folder, ignore_errors=True)
-    return previous
+    gone = [] if args.keep == "all" else \
+        [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"] + [work / "teacher_targets"]
+    return previous, gone
 
 
 def run(argv=None) -> dict:
@@ -329,18 +343,22 @@ def run(argv=None) -> dict:
     check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    trains = not args.pretrained and args.method == "trained"
+    gone: list[Path] = []                    # --keep: removed once the photos are written (the student first)
     if args.method == "classical":
         model, method = CLASSICAL_MODEL, {"type": "Classical"}
+    elif args.pretrained:
+        model, method = Path(args.pretrained), {}
     else:
-        model = Path(args.pretrained) if args.pretrained else train_all(args, source, photos, work, summary, started)
-        method = {"type": "SinglePass"} if trains else {}
+        model, gone = train_all(args, source, photos, work, summary, started)
+        method = {"type": "SinglePass"}
     start = time.perf_counter()
-    with stage_guard("denoise", (work if trains else out_dir) / "denoise.log"):
+    with stage_guard("denoise", work / "denoise.log"):
         opt = validate({"name": "denoise", "device": args.device, "method": method,
                         "path": {"pretrain_network": None if args.method == "classical" else str(model)},
                         "test": {"tile": 512, "tile_overlap": 32}}, "test")
         written = denoise_files(opt, photos, source, out_dir)
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}
     if args.clean:
         summary["scores"] = scores(out_dir, photos, source, Path(args.clean))

@@ -1,6 +1,7 @@
 """Noise level and spatial correlation of the noisy images in a folder, and the choices they suggest.
 
-    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT] [--clean CLEAN_FOLDER]
+    python scripts/noise_report.py FOLDER [--max-images N] [--json OUT] [--clean CLEAN_FOLDER [--write-docs NAME]]
+    python scripts/noise_report.py --make-synthetic DIR      # synthetic camera-noise pairs (PNG and JPEG) for --clean
 
 Prints one row per image (noise std in 8-bit levels, normalised noise correlation at lags 1, 2, 3 px), the
 medians and the choices of ``amcfd.noise.estimate.suggest_choices`` (what ``auto`` options pick in training).
@@ -105,17 +106,82 @@ def format_clean_report(rows: list) -> str:
     return "\n".join(lines)
 
 
+SYNTHETIC_LEVELS = {"low": (1.5e-3, 6e-5), "mid": (8e-3, 3e-4), "high": (3e-2, 1.2e-3)}   # (shot, read) variances
+SYNTHETIC_FORMATS = {"png": None, "q95": 95, "q85": 85}                                   # JPEG quality
+
+
+def make_synthetic_pairs(root: Path, side: int = 512) -> int:
+    """The demo's camera pipeline (amcfd.data.synthetic: mosaic, Poisson-Gaussian noise, demosaicing, gamma) on
+    the central ``side`` crop of each scikit-image sample at each of ``SYNTHETIC_LEVELS``, saved as PNG and as JPEG
+    (``SYNTHETIC_FORMATS``): root/noisy/IMAGE_LEVEL_FORMAT.png|jpg and root/clean/IMAGE_LEVEL_FORMAT.png."""
+    import cv2
+
+    from amcfd.data.synthetic import SAMPLE_IMAGES, camera_pipeline, load_sample_image
+
+    (root / "noisy").mkdir(parents=True, exist_ok=True)
+    (root / "clean").mkdir(parents=True, exist_ok=True)
+    count = 0
+    for li, (level, (shot, read)) in enumerate(SYNTHETIC_LEVELS.items()):
+        for i, name in enumerate(SAMPLE_IMAGES):
+            image = load_sample_image(name)
+            top, left = (max(0, (n - side) // 2) for n in image.shape[:2])
+            image = image[top:top + side, left:left + side]
+            noisy = camera_pipeline(image, shot, read, np.random.default_rng(1000 * li + i))
+            clean = camera_pipeline(image, 0, 0, None)
+            for fmt, quality in SYNTHETIC_FORMATS.items():
+                stem = f"{name}_{level}_{fmt}"
+                bgr = np.round(noisy[..., ::-1] * 255).astype(np.uint8)
+                cv2.imwrite(str(root / "noisy" / (stem + (".png" if quality is None else ".jpg"))), bgr,
+                            [] if quality is None else [cv2.IMWRITE_JPEG_QUALITY, quality])
+                cv2.imwrite(str(root / "clean" / f"{stem}.png"), np.round(clean[..., ::-1] * 255).astype(np.uint8))
+                count += 1
+    return count
+
+
+def clean_report_markdown(rows: list) -> str:
+    """``compare_with_clean``'s rows as a markdown table (8-bit levels) with the ratios' median and p10-p90."""
+    lines = ["Per image: the image-wide level (`noise.estimate.image_noise_level`), the flat-tile level "
+             "(`noise_level`) and the true std of (noisy - clean), in 8-bit levels, and their ratios.", "",
+             "| ratio | median | p10 | p90 | images |", "|---|---|---|---|---|"]
+    for key, label in (("level", "image-wide / true"), ("old", "flat-tile / true")):
+        ratios = np.array([r[key] / r["true"] for r in rows])
+        ratios = ratios[np.isfinite(ratios)]
+        if len(ratios):
+            p10, med, p90 = np.percentile(ratios, [10, 50, 90])
+            lines.append(f"| {label} | {med:.2f} | {p10:.2f} | {p90:.2f} | {len(ratios)} |")
+    lines += ["", "| image | image-wide | flat-tile | true | image-wide / true | flat-tile / true |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['level'] * 255:.2f} | {r['old'] * 255:.2f} | {r['true'] * 255:.2f} | "
+              f"{r['level'] / r['true']:.2f} | {r['old'] / r['true']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", help="folder of noisy images (or one image file)")
+    parser.add_argument("folder", nargs="?", help="folder of noisy images (or one image file)")
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first N images (sorted)")
     parser.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     parser.add_argument("--clean", default=None, metavar="FOLDER",
                         help="clean images of the same names: compare the estimated levels with std(noisy - clean)")
+    parser.add_argument("--make-synthetic", default=None, metavar="DIR",
+                        help="write synthetic camera-noise pairs (the demo's pipeline at 3 levels, saved as PNG and "
+                             "JPEG quality 95 and 85) to DIR/noisy and DIR/clean, for --clean, and stop")
+    parser.add_argument("--write-docs", default=None, metavar="NAME",
+                        help="with --clean: write the per-image table to docs/results.md, section 'Noise level: NAME'")
     args = parser.parse_args(argv)
+    if args.make_synthetic:
+        written = make_synthetic_pairs(Path(args.make_synthetic))
+        print(f"wrote {written} noisy/clean pairs to {args.make_synthetic}")
+        return 0
+    if args.folder is None:
+        print("error: give the folder of noisy images (or --make-synthetic DIR)", file=sys.stderr)
+        return EXIT_CONFIG
     folder = Path(args.folder)
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.write_docs is not None and args.clean is None:
+        print("error: --write-docs needs --clean (the per-image ratios to the true noise)", file=sys.stderr)
         return EXIT_CONFIG
     if args.clean is not None and not Path(args.clean).is_dir():
         print(f"error: --clean {args.clean} is not a folder", file=sys.stderr)
@@ -144,6 +210,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return EXIT_CONFIG
         print(format_clean_report(rows))
+        if args.write_docs:
+            from amcfd.analysis.results_doc import command_line, update_section
+
+            written = update_section(f"Noise level: {args.write_docs}", clean_report_markdown(rows),
+                                     command_line(__file__, argv))
+            print(f"wrote section 'Noise level: {args.write_docs}' of {written}")
         if args.json:
             out = {"folder": str(folder), "clean": args.clean, "units": "std in [0, 1]", "images": rows}
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

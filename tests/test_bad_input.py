@@ -1,6 +1,7 @@
 """Bad input gives a one-line error naming the option, file or value (exit code 2), and writes nothing."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from amcfd.engine.inference import select_device
@@ -60,3 +61,13 @@ def test_missing_cuda_device():
     name = f"cuda:{torch.cuda.device_count() + 2}"
     with pytest.raises(ConfigError, match=f"option 'device: {name}' but"):
         select_device(name)
+
+
+def test_budget_estimate_counts_an_unreadable_header_as_a_whole_photo(tmp_path):
+    from amcfd.data.imageio import write_image
+    from amcfd.denoise import pixels
+
+    write_image(tmp_path / "a.png", np.zeros((20, 30, 3)))
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    assert pixels([tmp_path / "a.png"], 10_000) == 600
+    assert pixels([tmp_path / "a.png", tmp_path / "b.png"], 10_000) == 10_600

@@ -200,3 +200,10 @@ def test_amcfd_denoise_classical_one_photo_and_bad_combinations(pairs):
     assert not (pairs / "o2").exists()
     result = denoise("noisy", "--output", "o3", "--method", "median", cwd=pairs)
     assert result.returncode == 2 and "--method" in result.stderr
+
+
+
+@pytest.mark.parametrize("guide", ["nlm", "nlm2", "bm3d", "classical"])
+def test_a_guide_that_cannot_measure_noise_leaves_the_image_as_it_is(guide):
+    x = torch.randint(0, 256, (1, 3, 16, 16), generator=torch.Generator().manual_seed(0)) / 255   # too small
+    assert torch.allclose(GUIDES[guide](x), x, atol=1e-6)

@@ -204,3 +204,34 @@ def test_test_py_does_not_need_the_option_files_validation_sets(trained):
     assert cv2.imread(str(trained / "out_sidd" / "a.png")).shape == (30, 30, 3)
     valid = run("valid.py", "-opt", "sidd_test.yml", cwd=trained)
     assert valid.returncode == 2 and "option 'datasets.val_sidd." in valid.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--auto-resume", "--auto_resume"])
+def test_train_takes_auto_resume_in_both_spellings(flag, monkeypatch, tmp_path):
+    import amcfd.engine.trainer
+    from amcfd.cli import main_train
+
+    seen = {}
+
+    class Recorder:
+        exp_dir = tmp_path
+
+        def __init__(self, opt, launcher="none", auto_resume=False):
+            seen["auto_resume"] = auto_resume
+
+        def train(self):
+            pass
+
+    monkeypatch.setattr(amcfd.engine.trainer, "Trainer", Recorder)
+    (tmp_path / "t.yml").write_text(f"name: t\nnetwork: {{type: DnCNN}}\npath: {{experiments_root: {tmp_path}}}\n"
+                                    "datasets: {train: {type: SyntheticCameraNoise, images: [astronaut]}}\n")
+    assert main_train(["-opt", str(tmp_path / "t.yml"), flag]) == 0
+    assert seen == {"auto_resume": True}
+
+
+def test_progress_bars_written_to_a_file_update_rarely():
+    code = ("import time\nfrom amcfd.progress import progress_bar\n"
+            "for _ in progress_bar(range(60), desc='work'):\n    time.sleep(0.01)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "60/60" in out.stderr
+    assert out.stderr.count("\r") <= 3                     # the first and the last state, not one per 0.1 s

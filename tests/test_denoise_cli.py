@@ -116,6 +116,15 @@ def test_rerun_reuses_the_same_work_and_keep_student_then_trains_nothing(photos,
     assert "training for" not in after.stderr and "| fine |" in after.stdout and "| teacher |" not in after.stdout
 
 
+def test_keep_outputs_writes_every_photo_and_leaves_no_checkpoint(photos):
+    """--keep outputs: the student denoises the photos before any stage folder is removed."""
+    result = run("noisy", "--output", "out_keep", "--options", "opts", "--work", "runs_keep", "--keep", "outputs",
+                 cwd=photos)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (photos / "out_keep").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    assert not list((photos / "runs_keep").rglob("*.pth")) and not (photos / "runs_keep" / "teacher_targets").exists()
+
+
 def test_changed_option_retrains_in_a_new_folder_and_says_why(photos, trained):
     work, _ = trained
     before = {stage: stage_folders(work, stage) for stage in ("fine",)}
@@ -194,6 +203,9 @@ def test_second_run_on_the_same_work_folder_is_refused(photos, trained):
     (("noisy/p0.png", "--output", "o"), "training needs a folder"),
     (("noisy", "--output", "o", "--budget-minutes", "0"), "--budget-minutes must be > 0"),
     (("noisy", "--output", "o", "--pretrained", "nope.pth"), "--pretrained: no such file or released model"),
+    (("noisy", "--output", "o", "--pretrained", "nope.pth", "--keep", "student"), "--keep applies only to training"),
+    (("noisy", "--output", "o", "--method", "classical", "--budget-minutes", "3", "--options", "opts"),
+     "--budget-minutes, --options apply only to training"),
     (("noisy", "--output", "o", "--options", "opts", "--budget-minutes", "0.0001"), "is too small for 4 photo(s)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):

@@ -142,3 +142,23 @@ def test_noise_report_clean_option(tmp_path, capsys):
     assert report.main([str(tmp_path / "noisy"), "--clean", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    rows = report.compare_with_clean(report.list_images(tmp_path / "noisy"), tmp_path / "clean", lambda *a: None)
+    table = report.clean_report_markdown(rows)
+    assert "| image-wide / true |" in table and "| img0.png |" in table and table.count("\n| img") == 2
+
+
+def test_noise_report_makes_synthetic_png_and_jpeg_pairs(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("noise_report", Path(__file__).parents[1] / "scripts" /
+                                                  "noise_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    monkeypatch.setattr(report, "SYNTHETIC_LEVELS", {"mid": (8e-3, 3e-4)})
+    monkeypatch.setattr("amcfd.data.synthetic.SAMPLE_IMAGES", ("astronaut",))
+    assert report.make_synthetic_pairs(tmp_path, side=96) == 3
+    assert sorted(p.name for p in (tmp_path / "noisy").iterdir()) == [
+        "astronaut_mid_png.png", "astronaut_mid_q85.jpg", "astronaut_mid_q95.jpg"]
+    rows = report.compare_with_clean(report.list_images(tmp_path / "noisy"), tmp_path / "clean", lambda *a: None)
+    assert len(rows) == 3 and all(r["true"] > 5 / 255 for r in rows)          # the noise of the pipeline is there

@@ -96,3 +96,22 @@ def test_bf16_inference_on_cpu_is_close_to_float32_and_bad_values_are_errors(tmp
         assert torch.equal(run(amp="bf16"), ref)
     with pytest.raises(ConfigError, match="test.amp"):
         run(amp="fp8")
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("True", True), ("on", True), ("0", False),
+                                             ("False", False), ("no", False)])
+def test_cpu_bf16_override_is_a_boolean(monkeypatch, value, expected):
+    from amcfd.engine.precision import cpu_bf16_supported
+
+    monkeypatch.setenv("AMCFD_CPU_BF16", value)
+    assert cpu_bf16_supported() is expected
+
+
+@pytest.mark.parametrize("value", ["", "2", "maybe"])
+def test_cpu_bf16_override_refuses_anything_else_in_one_line(monkeypatch, value):
+    from amcfd.engine.precision import cpu_bf16_supported
+    from amcfd.registry import ConfigError
+
+    monkeypatch.setenv("AMCFD_CPU_BF16", value)
+    with pytest.raises(ConfigError, match="AMCFD_CPU_BF16"):
+        cpu_bf16_supported()

@@ -25,7 +25,8 @@ BAD_INPUT = {
                   ["--input", MISSING, "--output", MISSING]],
     "submission": [["-opt", MISSING], ["--format", "nope"], ["--format", "sidd"], ["--format", "dnd", "-opt", MISSING],
                    ["--format", "sidd", "--root", MISSING]],
-    "noise_report": [[], [MISSING], [str(REPO / "docs"), "--max-images", "0"]],
+    "noise_report": [[], [MISSING], [str(REPO / "docs"), "--max-images", "0"],
+                     [str(REPO / "docs"), "--write-docs", "x"]],
     "make_readme_figure": [["--image", "nope"], ["--crop", "0", "0", "0"], ["--checkpoint", MISSING]],
 }
 
@@ -64,3 +65,20 @@ def test_bad_input_is_one_error_line_and_exit_code_2(name, argv, capsys, monkeyp
     code, _, err = run(name, argv, capsys)
     errors = [line for line in err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1 and err.rstrip().endswith(errors[0]) and "Traceback" not in err, err
+
+
+def test_gpu_checks_exits_2_without_cuda_and_1_when_a_check_fails(tmp_path):
+    import os
+    import subprocess
+
+    script = str(SCRIPTS / "gpu_checks.sh")
+    no_cuda = subprocess.run(["bash", script, str(tmp_path), str(tmp_path / "logs")], capture_output=True,
+                             text=True, cwd=REPO, timeout=120, env={**os.environ, "PYTHON": "false"})
+    assert no_cuda.returncode == 2
+    fake = tmp_path / "python"                      # "CUDA is there", then every check fails
+    fake.write_text('#!/bin/bash\ncase "$*" in *cuda.is_available*) exit 0;; *) exit 3;; esac\n')
+    fake.chmod(0o755)
+    failing = subprocess.run(["bash", script, str(tmp_path), str(tmp_path / "logs")], capture_output=True,
+                             text=True, cwd=REPO, timeout=120, env={**os.environ, "PYTHON": str(fake)})
+    assert failing.returncode == 1 and failing.stdout.count("FAILED") == 7, failing.stdout + failing.stderr
+    assert "=== " in failing.stdout and "done" in failing.stdout              # every check ran

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import socket
 import threading
 
@@ -180,7 +181,10 @@ def test_a_safetensors_export_denoises_bit_for_bit_as_the_checkpoint(hub, tmp_pa
         ckpt["network_ema"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["network"].items()}
     torch.save(ckpt, tmp_path / "ours.pth")
     save_safetensors(ckpt, tmp_path / "ours.safetensors")
-    assert b"pickle" not in (tmp_path / "ours.safetensors").read_bytes()[:8]
+    data = (tmp_path / "ours.safetensors").read_bytes()          # 8-byte header length, JSON header, raw tensors
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    assert not data.startswith((b"PK", b"\x80"))                      # neither torch's zip nor a pickle
+    assert all(set(v) == {"dtype", "shape", "data_offsets"} for k, v in header.items() if k != "__metadata__")
     back = load_checkpoint(tmp_path / "ours.safetensors")
     assert back["opt"] == ckpt["opt"] and back["imported_from"] == ckpt["imported_from"]
     assert (back["network_ema"] is None) == (not with_ema)

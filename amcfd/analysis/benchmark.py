@@ -342,6 +342,6 @@ class Benchmark:
     def _bar(self, label: str, total: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from amcfd.progress import progress_bar
 
-        return tqdm(total=total, desc=f"{label} (eval)", dynamic_ncols=True, leave=False)
+        return progress_bar(total=total, desc=f"{label} (eval)", leave=False)

@@ -183,22 +183,13 @@ class NAFNet(_NAFUNet):
         "sidd_width32": dict(width=32, **_NAFNET_SIDD),
         "sidd_width64": dict(width=64, **_NAFNET_SIDD),
         "small": _SMALL,
-        # AM-CFD's NAFNet student: the paper gives 20.2M parameters (20.226M in its table) and 12.46
-        # GFLOPs at 256x256, not the configuration. Counted (FlopCounterMode, 1x3x256x256):
-        # 20,112,675 parameters (-0.6%), 12.38 GMACs (-0.7%); 12.46 is matched as MACs (the NAFNet
-        # paper's unit, = GFLOPs / 2 of amcfd/analysis/cost.py): as FLOPs (6.23 GMACs) only width 24
-        # with empty encoder levels comes within 5%. Chosen by search_nafnet_configs(20.226e6, 12.46e9):
-        # width 32, the SIDD options' dec [2,2,2,2] and first encoder levels [2,2], the deep blocks cut
-        # from [4,8]+12 middle to [2,5]+8 (the SIDD width-32 net: 29.2M / 16.05 GMACs). Hundreds of
-        # other width-32/24 configurations also fall within 5%: the numbers cannot identify the net.
+        # AM-CFD's NAFNet student: the paper gives its size (20.2M parameters, 12.46 GMACs at 256x256), not its
+        # configuration; this one matches both within 1% (``nafnet_cost``), as many others would.
         "amcfd_student": dict(img_channel=3, width=32, enc_blk_nums=[2, 2, 2, 5], middle_blk_num=8,
                               dec_blk_nums=[2, 2, 2, 2]),
-        # A fast CPU student: ``small`` without the two full-resolution blocks (enc[0], dec[-1]), which
-        # take a far larger share of small's CPU time than of its MACs (a fifth). 289,291 parameters (small:
-        # 290,715), 0.29 GMACs at 256x256 (1.16 at 512x512; small 0.36 / 1.43). Fewer full-resolution pixels
-        # per block is what pays on CPU (norms and element-wise ops are memory-bound); width 8, enc [0,0,1,1],
-        # middle 2, dec [1,1,0,0] is faster still but has no block above quarter resolution. Times:
-        # docs/results.md, "Speed: AMSNet teacher vs single-pass student (cpu pair)".
+        # A fast CPU student: ``small`` without its two full-resolution blocks, which cost far more CPU time
+        # than their share of MACs (memory-bound norms and element-wise ops). Times: docs/results.md, "Speed:
+        # AMSNet teacher vs single-pass student (cpu pair)".
         "cpu_student": dict(img_channel=3, width=8, enc_blk_nums=[0, 1, 1, 1], middle_blk_num=1,
                             dec_blk_nums=[1, 1, 1, 0]),
     }

@@ -58,7 +58,7 @@ class ExperimentLogger:
 
     def start(self, iteration: int, total: int, progress_bar: bool) -> None:
         if self.enabled and progress_bar:
-            self.bar = tqdm(total=total, initial=iteration, desc=self.name, dynamic_ncols=True, file=sys.stderr)
+            self.bar = progress_bar(total=total, initial=iteration, desc=self.name)
 
     def set_total(self, total: int) -> None:
         """The run's end moved (train.max_minutes)."""

@@ -31,11 +31,18 @@ def _cpu_flags() -> frozenset:
     return frozenset()
 
 
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")     # AMCFD_CPU_BF16, any case
+
+
 def cpu_bf16_supported() -> bool:
     """True where the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16), or AMCFD_CPU_BF16=1 says so."""
     forced = os.environ.get("AMCFD_CPU_BF16")
     if forced is not None:
-        return forced.strip() not in ("", "0", "false", "no")
+        value = forced.strip().lower()
+        if value not in TRUE + FALSE:
+            raise ConfigError(f"environment variable AMCFD_CPU_BF16 must be one of {', '.join(TRUE + FALSE)}, "
+                              f"got {forced!r}")
+        return value in TRUE
     return any(flag in _cpu_flags() for flag in CPU_BF16_FLAGS)
 
 

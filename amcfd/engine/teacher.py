@@ -23,14 +23,12 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from amcfd.data.imageio import raw_to_float, to_tensor
 from amcfd.data.transforms import make_item
@@ -39,6 +37,7 @@ from amcfd.engine.checkpoint import load_checkpoint
 from amcfd.engine.inference import build_denoiser, seeded, tiled_denoise
 from amcfd.ops.augment import NUM_MODES, augment, augment_inverse
 from amcfd.ops.guides import GUIDES
+from amcfd.progress import progress_bar
 from amcfd.registry import ConfigError, check_kwargs
 
 log = logging.getLogger("amcfd")
@@ -227,8 +226,7 @@ class TeacherTargetCache(Dataset):
             by_shape: dict[tuple, list[int]] = {}
             for i in mine:
                 by_shape.setdefault(self._noisy(i).shape, []).append(i)
-            bar = tqdm(total=len(mine), desc=f"{part} targets", dynamic_ncols=True, file=sys.stderr,
-                       disable=not progress)
+            bar = progress_bar(total=len(mine), desc=f"{part} targets", disable=not progress)
             for indices in by_shape.values():
                 for start in range(0, len(indices), teacher.batch):
                     group = indices[start:start + teacher.batch]

@@ -57,6 +57,8 @@ def nlm_filter(x: torch.Tensor, h: float | str = AUTO, strength: float = 1.0, te
 
     def one(u8: np.ndarray, sigma: float | None) -> np.ndarray:
         level = strength * sigma if h == AUTO else float(h)
+        if level <= 0:                        # no noise measured (too small or flat to measure): left as it is
+            return u8
         if u8.shape[-1] == 3:
             return cv2.fastNlMeansDenoisingColored(u8[..., ::-1].copy(), None, level, level, template,
                                                    search)[..., ::-1]

@@ -34,9 +34,7 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     Memory: the input, the output and an HxW weight map, plus the forward of ``tile_batch`` tiles (no autograd
     graph), however many tiles (scripts/bench_tiled_memory.py measures it). More than 8 tiles: a progress bar
     on stderr (on a terminal only; removed when done)."""
-    import sys
-
-    from tqdm import tqdm
+    from amcfd.progress import progress_bar
 
     _, _, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):
@@ -50,7 +48,7 @@ def tiled_denoise(denoise: Callable, x: torch.Tensor, tile: int = 0, overlap: in
     window = _blend_window(th, tw, overlap, x.device).to(x.dtype)
     corners = [(top, left) for top in _starts(h, th, stride) for left in _starts(w, tw, stride)]
     groups = [corners[i:i + max(1, tile_batch)] for i in range(0, len(corners), max(1, tile_batch))]
-    with tqdm(total=len(corners), desc="tiles", unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
+    with progress_bar(total=len(corners), desc="tiles", unit="tile", leave=False,
               disable=True if len(corners) <= 8 else None) as bar:
         for group in groups:
             patches = denoise(torch.cat([x[..., top:top + th, left:left + tw] for top, left in group]))
