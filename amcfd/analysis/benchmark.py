@@ -39,7 +39,6 @@ method) is reported with that warning, and a stage's ``auto`` choices with what 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -52,6 +51,7 @@ import yaml
 from amcfd.analysis.classical import CLASSICAL
 from amcfd.hub.weights import resolve_checkpoint
 from amcfd.metrics import report_key
+from amcfd.provenance import digest as full_digest
 from amcfd.provenance import git_commit
 from amcfd.registry import ConfigError
 
@@ -189,7 +189,8 @@ def _yaml_value(value) -> str:
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The benchmark's 16-hex key of a row's or stage's inputs (provenance.digest, shortened)."""
+    return full_digest(obj)[:16]
 
 
 # ----------------------------------------------------------------------------- running

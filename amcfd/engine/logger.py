@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from amcfd import progress
+
 log = logging.getLogger("amcfd")
 
 
@@ -58,7 +60,7 @@ class ExperimentLogger:
 
     def start(self, iteration: int, total: int, progress_bar: bool) -> None:
         if self.enabled and progress_bar:
-            self.bar = progress_bar(total=total, initial=iteration, desc=self.name)
+            self.bar = progress.progress_bar(total=total, initial=iteration, desc=self.name)
 
     def set_total(self, total: int) -> None:
         """The run's end moved (train.max_minutes)."""

@@ -7,20 +7,14 @@ and any difference trains anew in a folder of its own (``what_differs`` says why
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from amcfd.engine.teacher import file_sha256
+from amcfd.provenance import digest, file_sha256
 from amcfd.registry import ConfigError
 
 RECORD = "stage.json"
-
-
-def digest(obj) -> str:
-    """sha256 of a JSON-able object (keys sorted), hex."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def files_digest(files: list[Path], root: Path) -> dict[str, list]:

@@ -38,6 +38,7 @@ from amcfd.engine.inference import build_denoiser, seeded, tiled_denoise
 from amcfd.ops.augment import NUM_MODES, augment, augment_inverse
 from amcfd.ops.guides import GUIDES
 from amcfd.progress import progress_bar
+from amcfd.provenance import file_sha256
 from amcfd.registry import ConfigError, check_kwargs
 
 log = logging.getLogger("amcfd")
@@ -45,14 +46,6 @@ log = logging.getLogger("amcfd")
 # AMSNet-P-E, the AM-CFD teacher: P_2 multi-mask inference, then R^3 (keys merged over the checkpoint's).
 AMSNET_PE = {"pd_test": 2, "r3": True}
 CACHE_VERSION = 2   # bump when the stored layout changes (2: float16)
-
-
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FrozenTeacher:

@@ -12,7 +12,6 @@ else ``~/.cache/amcfd``. Later runs read the converted file and need no network.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from amcfd.provenance import file_sha256
 from amcfd.registry import ConfigError
 
 REGISTRY = Path(__file__).with_name("registry.yml")
@@ -101,14 +101,6 @@ def is_release_name(value) -> bool:
     return isinstance(value, str) and value in releases() and not Path(value).exists()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(rel: Release, dst: Path) -> None:
     """Copy the release's file (mirror folder or URL) to ``dst``; a failure is one line naming the URL and the
     command that imports a file downloaded by hand."""
@@ -129,7 +121,7 @@ def _download(rel: Release, dst: Path) -> None:
 
 def _check(rel: Release, path: Path, where: str) -> None:
     size = path.stat().st_size
-    digest = sha256_of(path) if size == rel.size else None
+    digest = file_sha256(path) if size == rel.size else None
     if digest != rel.sha256:
         got = f"size {size}" if digest is None else f"sha256 {digest[:16]}..."
         raise ConfigError(f"weights {rel.name!r}: {where} does not match the registry ({got}, expected size "
