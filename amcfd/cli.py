@@ -73,7 +73,7 @@ def _run(fn, argv) -> int:
     setup_console_logging()
     try:
         fn(argv)
-    except (ConfigError, FileNotFoundError) as exc:
+    except ConfigError as exc:                   # a bad option or a path the user gave (InputNotFound)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -184,14 +184,15 @@ def pixels(photos: list[Path], per_photo: int) -> int:
 
 @contextlib.contextmanager
 def stage_guard(stage: str, log_file: Path):
-    """An unexpected exception in a stage becomes one line naming the stage and the log file that holds its
-    traceback (TrainingError: exit code 1). Option, input, disk and training errors pass as they are."""
+    """An unexpected exception in a stage (an internal FileNotFoundError too) becomes one line naming the stage and
+    the log file that holds its traceback (TrainingError: exit code 1). Option errors and paths the user gave
+    (ConfigError, InputNotFound), disk and training errors pass as they are."""
     from amcfd.cli import DISK_ERRORS
     from amcfd.engine.trainer import TrainingError
 
     try:
         yield
-    except (ConfigError, FileNotFoundError, TrainingError, KeyboardInterrupt):
+    except (ConfigError, TrainingError, KeyboardInterrupt):
         raise
     except OSError as exc:
         if exc.errno in DISK_ERRORS:

@@ -17,6 +17,11 @@ class ConfigError(ValueError):
     """A bad option: the message is one line naming the key, file or value."""
 
 
+class InputNotFound(ConfigError, FileNotFoundError):
+    """A file or folder the user named does not exist (a user error: one line, exit code 2). A
+    FileNotFoundError that is not one of these is an internal error and keeps its traceback."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest of choices, or ''."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)

@@ -71,3 +71,38 @@ def test_budget_estimate_counts_an_unreadable_header_as_a_whole_photo(tmp_path):
     (tmp_path / "b.png").write_bytes(b"not an image")
     assert pixels([tmp_path / "a.png"], 10_000) == 600
     assert pixels([tmp_path / "a.png", tmp_path / "b.png"], 10_000) == 10_600
+
+
+def test_a_missing_path_the_user_gave_is_a_user_error_and_any_other_is_internal():
+    from amcfd.cli import EXIT_CONFIG, _run
+    from amcfd.registry import InputNotFound
+
+    def given(argv):
+        raise InputNotFound("image folder or file not found: photos/")
+
+    def internal(argv):
+        raise FileNotFoundError("some/cache/file.npy")
+
+    assert _run(given, []) == EXIT_CONFIG
+    with pytest.raises(FileNotFoundError, match="cache"):            # not reported as the user's typo
+        _run(internal, [])
+
+
+def test_an_internal_file_not_found_in_amcfd_denoise_exits_1_with_its_traceback_in_the_log(tmp_path, monkeypatch,
+                                                                                           capsys):
+    import amcfd.cli
+    from amcfd.data.imageio import write_image
+    from amcfd.denoise import main
+
+    write_image(tmp_path / "photos" / "a.png", np.full((32, 32, 3), 0.5))
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("an internal file")
+
+    monkeypatch.setattr(amcfd.cli, "denoise_files", broken)
+    code = main([str(tmp_path / "photos"), "--output", str(tmp_path / "out"), "--method", "classical",
+                 "--work", str(tmp_path / "work")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "stage 'denoise' failed" in err[-1] and "denoise.log" in err[-1]
+    log = (tmp_path / "work" / "denoise.log").read_text()
+    assert "Traceback" in log and "an internal file" in log

@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from amcfd.data.transforms import check_crop_size, check_positive_int, make_item
-from amcfd.registry import DATASETS, ConfigError
+from amcfd.registry import DATASETS, ConfigError, InputNotFound
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,7 +32,7 @@ IMAGE_FOLDER = "images_srgb"
 
 def _open_hdf5(path: Path, what: str) -> h5py.File:
     if not path.is_file():
-        raise FileNotFoundError(f"DND {what} not found: {path}")
+        raise InputNotFound(f"DND {what} not found: {path}")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path}: expected a MATLAB v7.3 (HDF5) file as in the DND download; "
                          f"found another format (corrupt or converted?)")

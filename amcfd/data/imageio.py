@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from amcfd.data.metadata import apply_orientation, embed_metadata, read_metadata
+from amcfd.registry import InputNotFound
 
 PathLike = Union[str, os.PathLike]
 log = logging.getLogger("amcfd")
@@ -69,7 +70,7 @@ def list_images(folder_or_file: PathLike, recursive: bool = False) -> list[Path]
     """
     path = Path(folder_or_file)
     if not path.exists():
-        raise FileNotFoundError(f"image folder or file not found: {path}")
+        raise InputNotFound(f"image folder or file not found: {path}")
     if path.is_file():
         if not is_image_file(path):
             raise ValueError(f"{path} is not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from amcfd.data.imageio import atomic_write, read_image_raw, write_image_raw
 from amcfd.data.transforms import RawImageStore, check_crop_size, check_positive_int, make_item
-from amcfd.registry import DATASETS, ConfigError
+from amcfd.registry import DATASETS, ConfigError, InputNotFound
 
 PathLike = Union[str, os.PathLike]
 
@@ -61,7 +61,7 @@ def load_mat_variable(path: PathLike, key: str | None = None, candidates: Iterab
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MATLAB file not found: {path}")
+        raise InputNotFound(f"MATLAB file not found: {path}")
     candidates = tuple(candidates)
     if h5py.is_hdf5(path):
         try:

@@ -27,6 +27,7 @@ import torch
 from amcfd.data.dnd import DND
 from amcfd.data.imageio import atomic_write
 from amcfd.data.sidd import check_blocks, load_mat_variable
+from amcfd.registry import InputNotFound
 
 PathLike = Union[str, os.PathLike]
 DenoiseFn = Callable[[torch.Tensor], torch.Tensor]
@@ -178,7 +179,7 @@ def bundle_dnd_submission(out_dir: PathLike, num_images: int = 50, boxes_per_ima
     names = [[f"{i:04d}_{k:02d}.mat" for k in range(1, boxes_per_image + 1)] for i in range(1, num_images + 1)]
     missing = [n for row in names for n in row if not (out_dir / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{out_dir}: {len(missing)} denoised box file(s) missing, e.g. "
+        raise InputNotFound(f"{out_dir}: {len(missing)} denoised box file(s) missing, e.g. "
                                 f"{', '.join(missing[:3])} (run denoise_dnd first)")
     bundled = out_dir / "bundled"
     for i, row in enumerate(names, start=1):

@@ -39,7 +39,7 @@ import yaml
 
 from amcfd.archs import build_arch, convert_state_dict, load_weights, preset_names, resolve_preset
 from amcfd.engine.checkpoint import FORMAT, atomic_save
-from amcfd.registry import METHODS, ConfigError
+from amcfd.registry import METHODS, ConfigError, InputNotFound
 
 AMSNET_ARCHS = ("Restormer", "NAFNetBase", "NAFNet", "UNet", "DnCNN", "DeamNet")
 
@@ -48,7 +48,7 @@ AMSNET_ARCHS = ("Restormer", "NAFNetBase", "NAFNet", "UNet", "DnCNN", "DeamNet")
 def read_checkpoint(path: Path, unsafe: bool = False) -> Mapping[str, Any]:
     """torch.load a foreign checkpoint; weights-only unless ``unsafe`` (trusted files only)."""
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise InputNotFound(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except Exception as exc:
