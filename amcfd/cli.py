@@ -82,7 +82,8 @@ def _run(fn, argv) -> int:
     except OSError as exc:
         if exc.errno not in DISK_ERRORS:
             raise
-        print(f"error: {exc} (files written before are intact)", file=sys.stderr)
+        kept = "" if exc.errno == errno.EIO else " (files written before are intact)"    # EIO: no promise
+        print(f"error: {exc}{kept}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         from amcfd.engine.trainer import TrainingError

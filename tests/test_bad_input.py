@@ -106,3 +106,46 @@ def test_an_internal_file_not_found_in_amcfd_denoise_exits_1_with_its_traceback_
     assert code == 1 and "stage 'denoise' failed" in err[-1] and "denoise.log" in err[-1]
     log = (tmp_path / "work" / "denoise.log").read_text()
     assert "Traceback" in log and "an internal file" in log
+
+
+def test_a_lock_the_file_system_cannot_take_is_not_reported_as_another_run(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from amcfd.engine.runs import WorkLock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match="cannot lock the work folder .*No locks available") as info:
+        WorkLock(tmp_path).__enter__()
+    assert "another run" not in str(info.value)
+
+
+def test_a_full_disk_while_fetching_weights_is_not_reported_as_a_download_failure(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    import types
+
+    from amcfd.hub import weights
+
+    def full(src, dst, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    release = types.SimpleNamespace(url=str(tmp_path / "source.pth"), name="tiny")
+    with pytest.raises(OSError, match="cannot write the weights 'tiny'") as info:
+        weights._download(release, tmp_path / "cache" / "tiny.pth")
+    assert info.value.errno == errno.ENOSPC and "download" not in str(info.value)
+
+
+@pytest.mark.parametrize("code, promise", [(28, True), (5, False)])          # ENOSPC, EIO
+def test_disk_errors_promise_intact_files_only_when_they_can(code, promise, capsys):
+    from amcfd.cli import EXIT_FAILED, _run
+
+    def failing(argv):
+        raise OSError(code, "disk trouble")
+
+    assert _run(failing, []) == EXIT_FAILED
+    assert ("intact" in capsys.readouterr().err) == promise

@@ -7,6 +7,7 @@ and any difference trains anew in a folder of its own (``what_differs`` says why
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -96,7 +97,11 @@ class WorkLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):   # e.g. ENOLCK on NFS
+                os.close(fd)
+                raise ConfigError(f"cannot lock the work folder {self.path.parent} ({exc.strerror}): choose a "
+                                  "--work folder on a local file system") from None
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise ConfigError(f"another run (pid {holder}) is using the work folder {self.path.parent}: wait for "

@@ -12,6 +12,7 @@ else ``~/.cache/amcfd``. Later runs read the converted file and need no network.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import urllib.error
@@ -28,6 +29,7 @@ from amcfd.registry import ConfigError
 REGISTRY = Path(__file__).with_name("registry.yml")
 SOURCE_URL = "https://github.com/{source}/raw/{commit}/{path}"
 TIMEOUT_S = 30
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)     # writing the cache failed, not the download
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ def _download(rel: Release, dst: Path) -> None:
             shutil.copyfile(url, dst)
     except (OSError, urllib.error.URLError, ValueError) as exc:
         dst.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:      # ours, not the source's: say so
+            raise OSError(exc.errno, f"cannot write the weights {rel.name!r} to {dst.parent} ({exc.strerror}); "
+                                     "free space there or set AMCFD_CACHE to another folder") from None
         reason = exc if isinstance(exc, urllib.error.HTTPError) else (
             getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
         raise ConfigError(f"cannot download the weights {rel.name!r} from {url} ({reason}); download that "
