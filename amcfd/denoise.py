@@ -23,7 +23,8 @@ resumed after a crash); any difference trains anew in another folder, with one l
 photo's own noise level, seconds per photo). ``--pretrained FILE`` skips training and denoises with a checkpoint
 (ours, one imported by scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``).
 ``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary.
-Training reads only the noisy photos; the photos are never written to. One command at a time per work folder.
+Training reads only the noisy photos; the photos are never written to. One command at a time per work folder: the
+lock covers the whole run, from planning to the last photo written.
 """
 from __future__ import annotations
 
@@ -313,7 +314,6 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
     """The three stages, from the last one already done; a too-small budget is refused before any runs.
     Returns (the student's checkpoint, the folders ``--keep`` removes once the photos are written)."""
     from amcfd.engine.inference import select_device
-    from amcfd.engine.runs import WorkLock
 
     device = select_device(args.device)
     with stage_guard("plan", work / "denoise.log"):
@@ -323,11 +323,10 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
     if args.budget_minutes < need:
         raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for {len(photos)} photo(s) "
                           f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.2g} or more (estimated)")
-    with WorkLock(work):
-        previous = None
-        for i, entry in enumerate(plan):
-            if i >= first or entry["done"] is not None:      # stages before a finished one may be gone (--keep)
-                previous = train_stage(entry, args, work, previous, summary, started)
+    previous = None
+    for i, entry in enumerate(plan):
+        if i >= first or entry["done"] is not None:          # stages before a finished one may be gone (--keep)
+            previous = train_stage(entry, args, work, previous, summary, started)
     gone = [] if args.keep == "all" else \
         [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"] + [work / "teacher_targets"]
     return previous, gone
@@ -335,6 +334,7 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
 
 def run(argv=None) -> dict:
     from amcfd.cli import check_output_names, denoise_files, photo_files
+    from amcfd.engine.runs import WorkLock
     from amcfd.options import validate
 
     started = time.perf_counter()
@@ -344,22 +344,24 @@ def run(argv=None) -> dict:
     check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    gone: list[Path] = []                    # --keep: removed once the photos are written (the student first)
-    if args.method == "classical":
-        model, method = CLASSICAL_MODEL, {"type": "Classical"}
-    elif args.pretrained:
-        model, method = Path(args.pretrained), {}
-    else:
-        model, gone = train_all(args, source, photos, work, summary, started)
-        method = {"type": "SinglePass"}
-    start = time.perf_counter()
-    with stage_guard("denoise", work / "denoise.log"):
-        opt = validate({"name": "denoise", "device": args.device, "method": method,
-                        "path": {"pretrain_network": None if args.method == "classical" else str(model)},
-                        "test": {"tile": 512, "tile_overlap": 32}}, "test")
-        written = denoise_files(opt, photos, source, out_dir)
-    for folder in gone:
-        shutil.rmtree(folder, ignore_errors=True)
+    trains = args.method == "trained" and not args.pretrained
+    with WorkLock(work) if trains else contextlib.nullcontext():    # the whole run: planning to the last photo
+        gone: list[Path] = []                # --keep: removed once the photos are written (the student first)
+        if args.method == "classical":
+            model, method = CLASSICAL_MODEL, {"type": "Classical"}
+        elif args.pretrained:
+            model, method = Path(args.pretrained), {}
+        else:
+            model, gone = train_all(args, source, photos, work, summary, started)
+            method = {"type": "SinglePass"}
+        start = time.perf_counter()
+        with stage_guard("denoise", work / "denoise.log"):
+            opt = validate({"name": "denoise", "device": args.device, "method": method,
+                            "path": {"pretrain_network": None if args.method == "classical" else str(model)},
+                            "test": {"tile": 512, "tile_overlap": 32}}, "test")
+            written = denoise_files(opt, photos, source, out_dir)
+        for folder in gone:
+            shutil.rmtree(folder, ignore_errors=True)
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}
     if args.clean:
         summary["scores"] = scores(out_dir, photos, source, Path(args.clean))

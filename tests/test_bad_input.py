@@ -149,3 +149,18 @@ def test_disk_errors_promise_intact_files_only_when_they_can(code, promise, caps
 
     assert _run(failing, []) == EXIT_FAILED
     assert ("intact" in capsys.readouterr().err) == promise
+
+
+def test_a_run_refused_under_the_work_lock_leaves_no_folder_and_a_finished_one_keeps_it(tmp_path):
+    from amcfd.engine.runs import WorkLock
+
+    with pytest.raises(ConfigError):
+        with WorkLock(tmp_path / "experiments" / "work"):
+            raise ConfigError("--budget-minutes too small")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError):
+        with WorkLock(tmp_path / "work"):
+            (tmp_path / "work" / "stage").mkdir()
+            (tmp_path / "work" / "stage" / "train.log").write_text("written")
+            raise ConfigError("later failure")
+    assert (tmp_path / "work" / "stage" / "train.log").is_file()         # work written before is never removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 from amcfd.provenance import digest, file_sha256
@@ -82,17 +83,22 @@ def latest_other_record(work: Path, record: dict) -> tuple[Path, dict] | None:
 
 class WorkLock:
     """An exclusive lock on a work folder (``fcntl.flock`` on ``.lock``): the kernel drops it when the process
-    ends, so a crashed run never leaves it stuck. A second holder is refused with a one-line ConfigError."""
+    ends, so a crashed run never leaves it stuck. A second holder is refused with a one-line ConfigError. A run
+    that fails before it wrote anything there leaves no folder behind (the folders the lock created are removed
+    when they hold nothing but the lock)."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / ".lock"
         self._fd: int | None = None
+        self._created: Path | None = None           # the topmost folder the lock created
 
     def __enter__(self) -> WorkLock:
         try:
             import fcntl
         except ImportError:                       # pragma: no cover - not POSIX: no locking
             return self
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        self._created = missing[-1] if missing else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -115,3 +121,7 @@ class WorkLock:
         if self._fd is not None:
             os.close(self._fd)                    # closing releases the lock
             self._fd = None
+            top = self._created
+            if exc[0] is not None and top is not None and \
+                    [p for p in top.rglob("*") if not p.is_dir()] == [self.path]:     # nothing but the lock
+                shutil.rmtree(top, ignore_errors=True)
