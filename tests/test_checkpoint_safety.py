@@ -100,3 +100,35 @@ def test_checkpoints_with_numpy_arrays_from_earlier_versions_still_load(tmp_path
     torch.save({"network": {"w": torch.ones(2)}, "rng": [{"numpy": state}], "iteration": 3}, path)
     ckpt = load_checkpoint(path)
     assert ckpt["iteration"] == 3 and np.array_equal(ckpt["rng"][0]["numpy"][1], state[1])
+
+
+def test_an_exported_file_names_no_path_of_the_machine_and_denoises_as_the_checkpoint(tmp_path):
+    """amcfd-weights export: the header holds the network and method, not the dataset, experiment, teacher or
+    cache paths of the training run; a distilled student comes back as SinglePass and denoises the same."""
+    from amcfd.archs import build_arch
+    from amcfd.engine.checkpoint import FORMAT, load_checkpoint, save_safetensors
+    from amcfd.engine.inference import build_denoiser
+    from amcfd.options import validate
+
+    network = {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3}
+    secret = str(tmp_path / "private")
+    opt = {"name": "student", "network": network,
+           "datasets": {"train": {"type": "NoisyFolder", "root": f"{secret}/photos"}},
+           "path": {"experiments_root": f"{secret}/experiments", "pretrain_network": f"{secret}/teacher.pth"},
+           "method": {"type": "DistillCoarse", "guide": "bilateral",
+                      "teacher": {"checkpoint": f"{secret}/teacher.pth", "cache_dir": f"{secret}/cache"}}}
+    ckpt = {"format": FORMAT, "network": build_arch(network).state_dict(), "network_ema": None, "iteration": 7,
+            "opt": opt, "imported_from": {"path": f"{secret}/their.pth", "kind": "nbsn"}}
+    torch.save(ckpt, tmp_path / "student.pth")
+    save_safetensors(ckpt, tmp_path / "student.safetensors")
+    data = (tmp_path / "student.safetensors").read_bytes()
+    header = data[8:8 + int.from_bytes(data[:8], "little")].decode()
+    assert secret not in header and str(tmp_path) not in header
+    back = load_checkpoint(tmp_path / "student.safetensors")
+    assert back["opt"] == {"network": network, "method": {"type": "SinglePass"}} and back["iteration"] == 7
+    assert back["imported_from"] == {"path": "their.pth", "kind": "nbsn"}
+    x = torch.rand(1, 3, 24, 24)
+    outs = [build_denoiser(validate({"name": "t", "device": "cpu", "method": {"type": "SinglePass"},
+                                     "path": {"pretrain_network": str(tmp_path / name)}}, "test"))[1](x)
+            for name in ("student.pth", "student.safetensors")]
+    assert torch.equal(*outs)

@@ -147,15 +147,41 @@ def _allow_numpy_arrays() -> None:
 _allow_numpy_arrays()
 
 
+def shareable_header(ckpt: dict) -> dict:
+    """What a shared file needs to rebuild the network and its method, nothing of the machine it came from:
+    format, iteration, opt.network (type and arguments), opt.method (type and arguments, without any key that
+    names a file or folder; a method whose inference is one forward of its network, e.g. a distilled student,
+    as SinglePass) and imported_from (without the local folder of the imported file)."""
+    from amcfd.methods.base import Method
+    from amcfd.options import is_path_key
+    from amcfd.registry import METHODS
+
+    def without_paths(value):
+        if isinstance(value, dict):
+            return {k: without_paths(v) for k, v in value.items() if not is_path_key(k)}
+        return [without_paths(v) for v in value] if isinstance(value, list) else value
+
+    opt = ckpt.get("opt") or {}
+    method = opt.get("method") or {}
+    if method.get("type") and METHODS.get(method["type"], where="method.type").denoise is Method.denoise:
+        method = {"type": "SinglePass"}
+    imported = dict(ckpt.get("imported_from") or {})
+    if imported.get("path"):
+        imported["path"] = Path(str(imported["path"])).name
+    return {"format": ckpt.get("format"), "iteration": ckpt.get("iteration"), "imported_from": imported or None,
+            "opt": {"network": opt.get("network"), "method": without_paths(method)}}
+
+
 def save_safetensors(ckpt: dict, path: Path) -> None:
-    """Write our checkpoint as ``.safetensors``: tensors ``network.<key>`` (and ``network_ema.<key>``), and in the
-    header ``amcfd`` the JSON of the rest that describes the model (format, opt: network and method, iteration,
-    imported_from). Optimizer and RNG states are left out: the file is for sharing a trained model."""
+    """Write our checkpoint as ``.safetensors`` for sharing: tensors ``network.<key>`` (and
+    ``network_ema.<key>``), and in the header ``amcfd`` the JSON of ``shareable_header``: the network's and
+    method's type and arguments, input range included, and where an imported model came from; no dataset,
+    experiment or cache path, no optimizer or RNG state."""
     from safetensors.torch import save_file
 
     tensors = {f"{part}.{k}": v.detach().cpu().contiguous().clone()
                for part in ("network", "network_ema") for k, v in (ckpt.get(part) or {}).items()}
-    header = {k: ckpt.get(k) for k in ("format", "opt", "iteration", "imported_from")}
+    header = shareable_header(ckpt)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

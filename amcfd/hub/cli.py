@@ -3,7 +3,7 @@
     amcfd-weights list                          # name, source, size, licence, reported numbers, cached or not
     amcfd-weights get tmbsn-sidd                # download, check, import; prints the converted file's path
     amcfd-weights add tmbsn-sidd NBSN_SIDD.pth  # a file downloaded by hand: checked and imported the same way
-    amcfd-weights export experiments/x/models/best.pth x.safetensors    # weights + JSON header, no pickle
+    amcfd-weights export experiments/x/models/best.pth x.safetensors    # weights + network/method, no pickle, no paths
 """
 from __future__ import annotations
 
