@@ -204,6 +204,29 @@ def test_max_minutes_shortens_the_run_to_the_budget(tmp_path):
     assert lr_factor(total, trainer.opt["train"]) == pytest.approx(trainer.opt["train"]["eta_min"] / 1e-3)
 
 
+def test_a_resumed_budgeted_run_keeps_the_time_spent_before(tmp_path):
+    """train.max_minutes is a limit across interruptions: the checkpoint keeps the seconds spent, and a run
+    resumed with its budget used up trains only the budget probe's steps, not a new budget."""
+    import time
+
+    opt = tiny_options(tmp_path, total_iter=100000, max_minutes=0.02, warmup_iter=0, fill_budget=True)
+    opt["val"]["val_freq"] = 0
+    opt["logger"]["save_checkpoint_freq"] = 20
+    first = Trainer(opt)
+    first.train(stop_at=20)                                   # interrupted at the budget probe
+    path = first.ckpt_dir / "iter_00000020.pth"
+    ckpt = torch.load(path, weights_only=False)
+    assert 0 < ckpt["spent_seconds"] < 60
+    ckpt["spent_seconds"] = 0.02 * 60                         # as if the whole budget was spent before
+    torch.save(ckpt, path)
+    start = time.perf_counter()
+    resumed = Trainer(tiny_options(tmp_path, total_iter=100000, max_minutes=0.02, warmup_iter=0,
+                                   fill_budget=True), auto_resume=True)
+    resumed.train()
+    assert resumed.iteration == 20 + 20 and time.perf_counter() - start < 0.02 * 60 * 3   # the probe only
+    assert resumed.spent_seconds() > 0.02 * 60
+
+
 def test_network_that_does_not_take_the_images_channels_fails_before_the_folder(tmp_path):
     from amcfd.registry import ConfigError
 

@@ -135,6 +135,7 @@ class Trainer:
 
     def __init__(self, opt: dict, launcher: str = "none", auto_resume: bool = False):
         self.started = time.perf_counter()     # train.max_minutes counts from here (setup and target caches too)
+        self.spent_before = 0.0                # seconds a resumed run had already spent (kept in its checkpoints)
         self.opt = opt
         self.rank, self.world, device = dist.init_distributed(launcher, opt["dist"]["backend"])
         self.device = device or select_device(opt["device"])
@@ -232,6 +233,7 @@ class Trainer:
             self.ema.load_state_dict(ckpt["network_ema"])
         self.method.load_checkpoint_state(ckpt.get("method_state") or {})
         self.iteration, self.best = ckpt["iteration"], ckpt.get("best")
+        self.spent_before = float(ckpt.get("spent_seconds", 0.0))
         set_rng_state(ckpt["rng"][min(self.rank, len(ckpt["rng"]) - 1)])
         log.info("resumed from %s at iteration %d", path, self.iteration)
 
@@ -254,6 +256,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": states,
                 "method_state": self.method.checkpoint_state(),
+                "spent_seconds": self.spent_seconds(),
             }
             atomic_save(ckpt, self.ckpt_dir / f"iter_{self.iteration:08d}.pth")
             if is_best:
@@ -261,13 +264,18 @@ class Trainer:
             prune_checkpoints(self.ckpt_dir, self.opt["logger"]["keep_last"])
         dist.barrier()
 
+    def spent_seconds(self) -> float:
+        """Wall-clock seconds this run has spent, before an interruption included (train.max_minutes counts it)."""
+        return self.spent_before + time.perf_counter() - self.started
+
     def _fit_budget(self, first: int, first_time: float) -> int:
         """train.max_minutes: from the speed of the steps since ``first``, the last iteration that ends within
         the budget; total_iter is lowered to it (the schedule follows), or also raised with ``fill_budget``.
+        A resumed run fits what is left of the budget (the time spent before the interruption is kept).
         Warm-up is kept within the first tenth of a changed schedule. Same value on all ranks."""
         t = self.opt["train"]
         per_step = (time.perf_counter() - first_time) / (self.iteration - first)
-        left = t["max_minutes"] * 60 - (time.perf_counter() - self.started)
+        left = t["max_minutes"] * 60 - self.spent_seconds()
         fit = torch.tensor([max(self.iteration, self.iteration + int(left / per_step))], dtype=torch.long)
         if self.world > 1:
             fit = fit.to(self.device)
