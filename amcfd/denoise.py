@@ -130,13 +130,14 @@ def stage_options(stage: str, recipe: dict, args, work: Path, folder: Path, prev
 def plan_stages(args, source: Path, photos: list[Path], work: Path, device_type: str) -> list[dict]:
     """Per stage: its record (identity), folder, recipe, and whether a finished run of it exists."""
     from amcfd.engine.checkpoint import finished_run
-    from amcfd.engine.runs import files_digest, stage_folder, stage_record
+    from amcfd.engine.runs import files_digest, identity_options, stage_folder, stage_record
 
     images = files_digest(photos, source)
     plan, previous = [], None
     for stage in STAGES:
         recipe = stage_recipe(stage, args, device_type)
-        record = stage_record(stage, images, recipe, previous)
+        constants = {"TEACHER_R3": TEACHER_R3} if stage == "coarse" else {}     # set after the recipe
+        record = stage_record(stage, images, identity_options(recipe, constants), previous)
         folder = stage_folder(work, record)
         plan.append({"stage": stage, "record": record, "folder": folder, "recipe": recipe,
                      "done": finished_run(folder)})

@@ -239,6 +239,24 @@ def _fill_defaults(opt: dict, defaults: dict, prefix: str) -> dict:
     return out
 
 
+def resolved_options(opt: dict) -> dict:
+    """A copy of ``opt`` with every default filled in: the option defaults (``DEFAULTS``), the network's preset
+    and the network's and method's constructor defaults; no path is checked (what a run's identity hashes)."""
+    import inspect
+
+    from amcfd.archs import resolve_preset
+
+    out = _fill_defaults(copy.deepcopy(opt), DEFAULTS, "")
+    for section, registry in (("network", ARCHS), ("method", METHODS)):
+        cfg = out.get(section)
+        if isinstance(cfg, dict) and "type" in cfg:
+            cfg = resolve_preset(cfg) if section == "network" else cfg
+            params = inspect.signature(registry.get(cfg["type"], where=f"{section}.type")).parameters.values()
+            out[section] = {**{p.name: p.default for p in params if p.default is not p.empty and p.name != "net"},
+                            **cfg}
+    return out
+
+
 def _check_section(opt: dict, defaults: dict, prefix: str) -> None:
     for key, default in defaults.items():
         value = opt.get(key)

@@ -145,6 +145,31 @@ def test_identity_covers_images_options_and_the_stage_before():
     assert what_differs(base, other_from) == "the stage it starts from differs"
 
 
+def test_identity_hashes_the_defaults_constants_and_version_but_not_logging(monkeypatch):
+    import amcfd
+    from amcfd.engine.runs import identity_options
+    from amcfd.options import DEFAULTS
+
+    recipe = {"network": {"type": "NAFNet", "preset": "cpu_student"}, "method": {"type": "AMSNet"},
+              "datasets": {"train": {"type": "NoisyFolder", "root": None}}, "train": {"max_minutes": 4.5},
+              "logger": {"print_freq": 10}}
+
+    def identity(options=recipe, constants=None):
+        return stage_record("teacher", {}, identity_options(options, constants), None)["identity"]
+
+    base = identity()
+    assert identity({**recipe, "logger": {"print_freq": 500}, "val": {"val_freq": 7}}) == base   # no effect
+    assert identity(constants={"TEACHER_R3": True}) != base
+    monkeypatch.setitem(DEFAULTS["train"], "ema_decay", 0.5)                  # a changed default
+    assert identity() != base
+    monkeypatch.undo()
+    assert identity() == base
+    monkeypatch.setattr(amcfd, "__version__", "9.9.9")                        # an upgrade
+    assert identity() != base
+    options = identity_options(recipe)
+    assert options["network"]["width"] == 8 and "pd_train" in options["method"]     # presets and class defaults
+
+
 def test_cuda_rule_picks_the_published_networks_for_the_packaged_options_only(tmp_path):
     from argparse import Namespace
 

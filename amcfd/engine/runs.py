@@ -1,9 +1,10 @@
 """Reusable runs: what a training stage is (its identity) and one command at a time in a work folder.
 
 A stage's identity is the digest of everything its result depends on: the training images (relative path,
-size and content hash of each file), the stage's resolved options (the budget included) and the identity
-of the stage it starts from. A stage folder is named after its identity, so the same work is found again
-and any difference trains anew in a folder of its own (``what_differs`` says why, in one line).
+size and content hash of each file), the stage's options with every default filled in (the budget included;
+logging, validation cadence and folders left out), the constants it runs with, the package and checkpoint format
+versions, and the identity of the stage it starts from. A stage folder is named after its identity, so the same
+work is found again and any difference trains anew in a folder of its own (``what_differs`` says why, in one line).
 """
 from __future__ import annotations
 
@@ -25,8 +26,23 @@ def files_digest(files: list[Path], root: Path) -> dict[str, list]:
     return {str(p.relative_to(base).as_posix()): [p.stat().st_size, file_sha256(p)] for p in files}
 
 
+IDENTITY_IGNORES = ("name", "logger", "val", "path")   # option sections that cannot change a stage's result
+
+
+def identity_options(options: dict, constants: dict | None = None) -> dict:
+    """The options a stage's result depends on: every default filled in (``options.resolved_options``), the
+    sections that cannot change it left out (``IDENTITY_IGNORES``: logging, validation cadence, names, folders),
+    the module constants the stage is run with, and the package and checkpoint format versions."""
+    from amcfd import __version__
+    from amcfd.engine.checkpoint import FORMAT
+    from amcfd.options import resolved_options
+
+    resolved = {k: v for k, v in resolved_options(options).items() if k not in IDENTITY_IGNORES}
+    return {**resolved, "constants": dict(constants or {}), "version": {"amcfd": __version__, "format": FORMAT}}
+
+
 def stage_record(stage: str, images: dict, options: dict, previous: str | None) -> dict:
-    """What a stage depends on, with its identity (the digest of the rest)."""
+    """What a stage depends on, with its identity (the digest of the rest); ``options``: ``identity_options``."""
     record = {"stage": stage, "images": images, "options": options, "from": previous}
     return {**record, "identity": digest(record)}
 
