@@ -47,3 +47,17 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024      # glibc's initial mmap and trim thresholds
+
+
+def stop_keeping_freed_memory() -> None:
+    """Undo ``keep_freed_memory`` when a training run ends: glibc's default thresholds again, and what was kept
+    given back, so a process that goes on (the next stage, the denoising, a test session) does not hold its
+    training peak to the end."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+        libc.malloc_trim(0)

@@ -38,7 +38,7 @@ from amcfd.engine.inference import (
     tiled_denoise,
 )
 from amcfd.engine.logger import ExperimentLogger
-from amcfd.engine.memory import keep_freed_memory
+from amcfd.engine.memory import keep_freed_memory, stop_keeping_freed_memory
 from amcfd.engine.precision import amp_dtype
 from amcfd.noise.auto import auto_summary, resolve_auto
 from amcfd.options import save_options
@@ -181,8 +181,7 @@ class Trainer:
         self.optimizer = optim_cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, t))
         self.amp_dtype = amp_dtype(t["amp"], self.device, "train.amp")
-        if self.device.type == "cpu" and t["reuse_cpu_memory"]:
-            keep_freed_memory()
+        self.keeps_freed_memory = self.device.type == "cpu" and t["reuse_cpu_memory"] and keep_freed_memory()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.ema = EMA(self.net, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.iteration, self.best, self.noisy_baseline = 0, None, None
@@ -406,7 +405,16 @@ class Trainer:
                      100 * wait / seconds, 1000 * wait / steps)
 
     def train(self, stop_at: int | None = None) -> dict:
-        """Run until ``train.total_iter`` (or ``stop_at``, used by tests to simulate a crash)."""
+        """Run until ``train.total_iter`` (or ``stop_at``, used by tests to simulate a crash); CPU memory kept
+        for reuse between steps (``train.reuse_cpu_memory``) is given back when it returns or fails."""
+        try:
+            return self._train(stop_at)
+        finally:
+            if self.keeps_freed_memory:
+                stop_keeping_freed_memory()
+                self.keeps_freed_memory = False
+
+    def _train(self, stop_at: int | None) -> dict:
         t, lg = self.opt["train"], self.opt["logger"]
         total = t["total_iter"]
         end = min(total, stop_at) if stop_at else total
