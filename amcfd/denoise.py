@@ -57,24 +57,59 @@ CUDA_BATCH = 8
 CLASSICAL_MODEL = "the classical core (BM3D at a multiple of each photo's own noise level; no training)"
 
 
+DESCRIPTION = """From a folder of noisy photos to denoised photos, in one command.
+
+By default it trains on the photos themselves, from the noisy photos alone: an AMSNet teacher, then AM-CFD
+coarse and fine distillation into a single-pass student (--budget-minutes of training, split 45/35/20 %), and
+the student denoises the photos. --method classical trains nothing (BM3D at each photo's own noise level,
+seconds per photo); --pretrained uses a checkpoint or a released model instead."""
+
+EPILOG = """stages and reuse:
+  Each stage is an experiment folder under --work named after what it depends on (the photos' contents, the
+  stage's options, the budget, the stage before it). A rerun reuses finished stages and resumes an interrupted
+  one (even after kill -9) within what is left of its budget; anything changed trains anew in a new folder.
+  One run at a time per work folder: a lock covers the whole run.
+--keep:
+  all (default) keeps every stage; student keeps the fine stage only (a rerun still trains nothing);
+  outputs removes the stage folders once the photos are written.
+outputs:
+  Same names and sub-folders as the photos (JPEG written as PNG), size, bit depth, alpha, colour profile and
+  EXIF kept. The photos are never written to; unreadable files are skipped with a warning.
+environment:
+  AMCFD_CACHE            where released weights are kept (default $XDG_CACHE_HOME/amcfd or ~/.cache/amcfd)
+  AMCFD_WEIGHTS_MIRROR   a folder or URL to read released weights from instead of their sources
+examples:
+  amcfd-denoise my_photos/ --output denoised/ --budget-minutes 30
+  amcfd-denoise my_photos/ --output denoised/ --method classical
+  amcfd-denoise my_photos/ --output denoised/ --pretrained tmbsn-sidd      (names: amcfd-weights list)"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="amcfd-denoise", description=__doc__.split("\n")[0])
-    p.add_argument("photos", help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
-    p.add_argument("--output", required=True, help="folder for the denoised photos (not inside the photos' folder)")
-    p.add_argument("--budget-minutes", type=float, default=None, help="training time of all stages (default 30)")
+    p = argparse.ArgumentParser(prog="amcfd-denoise", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos", metavar="PHOTOS",
+                   help="folder of noisy photos, sub-folders included (or one photo with --pretrained)")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for the denoised photos (not inside the photos' folder)")
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="MIN",
+                   help="training time of all stages (default 30)")
     p.add_argument("--method", choices=("trained", "classical"), default="trained",
                    help="trained: the stages above (default); classical: no training, the classical core "
                         "(BM3D at each photo's own noise level, seconds per photo)")
-    p.add_argument("--pretrained", help="skip training: denoise with this checkpoint (ours, an imported one, or a "
-                                        "released model by name: amcfd-weights list)")
-    p.add_argument("--clean", help="folder of clean references with the same names: PSNR/SSIM in the summary")
+    p.add_argument("--pretrained", metavar="NAME_OR_FILE",
+                   help="skip training: denoise with this checkpoint (ours, an imported one, or a released model by "
+                        "name: amcfd-weights list)")
+    p.add_argument("--clean", metavar="DIR",
+                   help="folder of clean references with the same names: PSNR/SSIM in the summary")
     p.add_argument("--keep", choices=KEEP, default=None,
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
                         "or nothing but the outputs")
-    p.add_argument("--work", help="folder of the stage experiments and of denoise.log, where a failure's "
-                                  "traceback goes (default experiments/denoise_<photos' name>_<hash of their path>)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
-    p.add_argument("--options", help="folder holding train/photos.yml, train/distill_coarse_cpu.yml and "
+    p.add_argument("--work", metavar="DIR",
+                   help="folder of the stage experiments and of denoise.log, where a failure's traceback goes "
+                        "(default experiments/denoise_<photos' name>_<hash of their path>)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (CUDA when present) | cpu | cuda | cuda:N")
+    p.add_argument("--options", metavar="DIR", help="folder holding train/photos.yml, train/distill_coarse_cpu.yml and "
                                      "train/distill_fine_cpu.yml (default: the packaged option files)")
     return p
 

@@ -235,3 +235,11 @@ def test_progress_bars_written_to_a_file_update_rarely():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "60/60" in out.stderr
     assert out.stderr.count("\r") <= 3                     # the first and the last state, not one per 0.1 s
+
+
+@pytest.mark.parametrize("module, words", [("amcfd.denoise", ["--keep", "AMCFD_CACHE", "lock", "classical"]),
+                                           ("amcfd.hub.cli", ["AMCFD_WEIGHTS_MIRROR", "tmbsn-sidd", "export"])])
+def test_help_describes_the_command_without_rest_markup(module, words):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "``" not in out.stdout
+    assert all(word in out.stdout for word in words), out.stdout

@@ -11,19 +11,33 @@ import argparse
 import sys
 from pathlib import Path
 
+EPILOG = """A released model's name works wherever a checkpoint path does (amcfd-denoise --pretrained, valid.py
+and test.py path.pretrain_network, a distillation's teacher, a benchmark row). The first use downloads the file
+from its source repository at a fixed commit, checks its sha256, imports it, and keeps the converted file in the
+cache; later runs need no network.
+environment:
+  AMCFD_CACHE            the cache (default $XDG_CACHE_HOME/amcfd or ~/.cache/amcfd)
+  AMCFD_WEIGHTS_MIRROR   read the file of repository owner/repo at path from MIRROR/owner/repo/path instead
+registered names: {names}"""
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="amcfd-weights", description=__doc__.split("\n")[0])
+    from amcfd.hub.weights import releases
+
+    p = argparse.ArgumentParser(prog="amcfd-weights", description="Released trained weights by name, and our "
+                                "own shared without pickle.", epilog=EPILOG.format(names=", ".join(releases())),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registry of released weights")
     get = sub.add_parser("get", help="download, check and import a released model; prints its path")
-    get.add_argument("name")
+    get.add_argument("name", metavar="NAME", help="a registered name (amcfd-weights list)")
     add = sub.add_parser("add", help="check and import a file downloaded by hand")
-    add.add_argument("name")
-    add.add_argument("file")
-    export = sub.add_parser("export", help="write a checkpoint as .safetensors (weights and a JSON header)")
-    export.add_argument("checkpoint", help="one of our checkpoints (or a released model's name)")
-    export.add_argument("output", help="OUT.safetensors")
+    add.add_argument("name", metavar="NAME", help="a registered name (amcfd-weights list)")
+    add.add_argument("file", metavar="FILE", help="the file as downloaded from its source")
+    export = sub.add_parser("export", help="write a checkpoint as .safetensors to share: the weights and the "
+                                           "network's and method's options, no path of this machine")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="one of our checkpoints (or a released model's name)")
+    export.add_argument("output", metavar="OUT.safetensors", help="the file to write (never overwritten)")
     return p
 
 
