@@ -296,20 +296,23 @@ def _paths_as_text(section: Any) -> None:
                 section[key] = str(value)
 
 
-def _check_paths(section: Any, prefix: str) -> None:
-    """Keys that name input files or folders (``is_path_key`` except outputs) must exist when set (a checkpoint
-    may also be a released model's name: hub/weights.py, fetched when it is loaded)."""
-    from amcfd.hub.weights import is_release_name
+def _check_paths(section: Any, prefix: str, must_exist: bool = True) -> None:
+    """Keys that name input files or folders (``is_path_key`` except outputs) must exist when set. A released
+    model's name (hub/weights.py) is resolved here, at the boundary, into its local converted file (fetched once):
+    the engine reads local files only."""
+    from amcfd.hub.weights import is_release_name, resolve_checkpoint
 
     if not isinstance(section, dict):
         return
     for key, value in section.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            _check_paths(value, name + ".")
+            _check_paths(value, name + ".", must_exist)
             continue
         if is_path_key(key) and key not in OUTPUT_PATH_KEYS and isinstance(value, str) and value:
-            if not Path(value).expanduser().exists() and not is_release_name(value):   # or a released model
+            if is_release_name(value):
+                section[key] = str(resolve_checkpoint(value))
+            elif must_exist and not Path(value).expanduser().exists():
                 raise ConfigError(f"option '{name}': file or folder does not exist: {value}")
 
 
@@ -398,6 +401,7 @@ def validate(opt: dict, phase: str = "train") -> dict:
     for key, cfg in dataset_sets(opt, phase).items():
         _check_paths(cfg, f"datasets.{key}.")
     _check_paths(opt["path"], "path.")
+    _check_paths(opt["method"], "method.", must_exist=False)     # released names (a teacher's) made local files
     if phase == "test":
         _check_paths({"input": opt["test"]["input"]}, "test.")
     return opt

@@ -21,3 +21,13 @@ def test_no_core_module_names_the_reporting_package():
     core = [p for d in ("engine", "data", "methods", "noise") for p in (root / d).rglob("*.py")] + [root / "options.py"]
     offenders = [str(p.relative_to(root)) for p in core if "amcfd.analysis" in p.read_text()]
     assert offenders == []
+
+
+def test_the_engine_never_names_the_hub():
+    """Released models' names are resolved into local files at the boundary (options, command lines, benchmark
+    rows): the engine reads local files only, and the hub (which imports the engine) stays above it."""
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[1] / "amcfd" / "engine"
+    offenders = [p.name for p in engine.rglob("*.py") if "amcfd.hub" in p.read_text()]
+    assert offenders == []

@@ -58,7 +58,7 @@ def test_a_name_downloads_checks_imports_and_denoises_as_the_authors(hub, releas
     ref, _ = released
     assert not hub.cached.exists()
     denoise, opt = denoise_with("ref-nbsn")                    # path.pretrain_network: NAME
-    assert opt["path"]["pretrain_network"] == "ref-nbsn" and hub.cached.is_file()
+    assert opt["path"]["pretrain_network"] == str(hub.cached) and hub.cached.is_file()   # resolved by validate
     assert (denoise(ref["input"]) - ref["output"].clamp(0, 1)).abs().max() <= 3e-5    # reference README tolerance
     assert load_checkpoint(hub.cached)["opt"]["network"]["type"] == "NBSN"
     assert [p.name for p in hub.cached.parent.iterdir()] == [hub.cached.name]          # the download is gone
@@ -210,5 +210,8 @@ def test_export_command_writes_safetensors_and_keeps_an_existing_file(hub, tmp_p
 def test_a_name_works_as_a_frozen_teacher(hub):
     from amcfd.engine.teacher import FrozenTeacher
 
-    teacher = FrozenTeacher("ref-nbsn")
+    opt = validate({"name": "t", "device": "cpu", "network": {"type": "DnCNN"},
+                    "method": {"type": "DistillCoarse", "teacher": {"checkpoint": "ref-nbsn"}},
+                    "datasets": {"train": {"type": "SyntheticCameraNoise", "images": ["astronaut"]}}}, "train")
+    teacher = FrozenTeacher(**opt["method"]["teacher"])                  # the name was resolved by validate
     assert teacher.checkpoint == hub.cached and type(teacher.method).__name__ == "SinglePass"

@@ -209,11 +209,10 @@ def _load_safetensors(path: Path, map_location) -> dict:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load one of our checkpoints (or a bare state_dict) with ``weights_only=True``: a file that holds anything
     but tensors and plain containers (e.g. a pickle that would run code) is refused, unexecuted. A
-    ``.safetensors`` file is read without pickle. A released model's name (``amcfd-weights list``) that is not a
-    path reads its converted file, fetched once (hub/weights.py). Bad or refused files are a one-line ConfigError."""
-    from amcfd.hub.weights import resolve_checkpoint
-
-    path = Path(resolve_checkpoint(str(path)))
+    ``.safetensors`` file is read without pickle. A local file only: released models' names are resolved into
+    their files at the boundary (options, command lines, benchmark rows). Bad or refused files are a one-line
+    ConfigError."""
+    path = Path(path)
     try:
         if path.suffix == ".safetensors":
             ckpt = _load_safetensors(path, map_location)

@@ -68,10 +68,8 @@ class FrozenTeacher:
     def __init__(self, checkpoint: str, method: dict | None = None, network: dict | None = None, tile: int = 0,
                  tile_overlap: int = 32, use_ema: bool = True, seed: int = 0, batch: int = 4,
                  cache_dir: str | None = None):
-        from amcfd.hub.weights import resolve_checkpoint
         from amcfd.options import validate
 
-        checkpoint = resolve_checkpoint(checkpoint)     # a released model's name: its converted file
         if not checkpoint or not Path(checkpoint).is_file():
             raise ConfigError(f"option 'method.teacher.checkpoint': file does not exist: {checkpoint}")
         if not isinstance(batch, int) or batch < 1:
