@@ -115,17 +115,17 @@ def test_second_run_reuses_cached_targets_and_a_changed_setting_recomputes(tmp_p
     assert first.method.teacher.calls > 0                     # computed before training
     first.train()
     cache = tmp_path / "teacher_targets"
-    assert len(list(cache.glob("teacher-*/*.npy"))) == len(list(cache.glob("bilateral-*/*.npy"))) == 2  # per image
+    assert len(list(cache.glob("teacher-*/*.npy"))) == len(list(cache.glob("guide-*/*.npy"))) == 2  # per image
     second = Trainer(distill_options(tmp_path, coarse(teacher_ckpt)))
     second.train()
     assert second.method.teacher.calls == 0
     third = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, teacher={"method": {"r3": False}})))
     assert third.method.teacher.calls > 0
-    assert len(list(cache.glob("teacher-*/*.npy"))) == 4 and len(list(cache.glob("bilateral-*/*.npy"))) == 2
+    assert len(list(cache.glob("teacher-*/*.npy"))) == 4 and len(list(cache.glob("guide-*/*.npy"))) == 2
     other_filter = coarse(teacher_ckpt)
     other_filter["bilateral"] = {"d": 3}
     assert Trainer(distill_options(tmp_path, other_filter)).method.teacher.calls == 0   # only BF recomputed
-    assert len(list(cache.glob("bilateral-*/*.npy"))) == 4
+    assert len(list(cache.glob("guide-*/*.npy"))) == 4
     other_modes = Trainer(distill_options(tmp_path, coarse(teacher_ckpt, aug_modes=[4])))
     assert other_modes.method.teacher.calls > 0
 
@@ -154,7 +154,7 @@ def test_cached_crops_of_noisy_bilateral_and_targets_stay_aligned(tmp_path):
                 for left in range(img.shape[-1] - 23):
                     if torch.equal(img[..., top:top + 24, left:left + 24], item["noisy"]):
                         found = found or torch.allclose(ref[..., top:top + 24, left:left + 24].half().float(),
-                                                        item["bf"])
+                                                        item["guide"])
         assert found, index
 
 
@@ -286,7 +286,7 @@ def test_nlm_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, target
         dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
         expected = [nlm_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=1.5)[0].permute(1, 2, 0).numpy()
                     for x in dataset.noisy]
-        stored = sorted((tmp_path / "teacher_targets").glob("bilateral-*/*.npy"))
+        stored = sorted((tmp_path / "teacher_targets").glob("guide-*/*.npy"))
         assert len(stored) == len(expected)
         for file in stored:
             got = np.load(file)[0]
@@ -308,7 +308,7 @@ def test_classical_guide_is_the_classical_core_and_trains(tmp_path, teacher_ckpt
         dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
         expected = [classical_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=3)[0].permute(1, 2, 0)
                     .numpy() for x in dataset.noisy]
-        stored = sorted((tmp_path / "teacher_targets").glob("bilateral-*/*.npy"))
+        stored = sorted((tmp_path / "teacher_targets").glob("guide-*/*.npy"))
         assert len(stored) == len(expected)
         for file in stored:
             got = np.load(file)[0]

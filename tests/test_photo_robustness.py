@@ -89,7 +89,7 @@ def test_noisy_clean_and_teacher_targets_get_the_same_padding(tmp_path):
     targets = TeacherTargets(FrozenTeacher(str(save_teacher(tmp_path / "identity.pth", identity=True))), [1], BF)
     dataset = NoisyFolder(tmp_path / "noisy", crop_size=12, augment=True)
     item = TeacherTargetCache(dataset, targets, tmp_path / "cache", torch.device("cpu"), progress=False)[0]
-    assert item["bf"].shape == item["target"].shape == (3, 12, 12)
+    assert item["guide"].shape == item["target"].shape == (3, 12, 12)
     assert torch.equal(item["target"], item["noisy"].half().float())
     assert torch.equal(item["target_aug"], item["noisy"].half().float())
 
@@ -192,9 +192,9 @@ def test_cached_targets_are_float16(tmp_path):
     stored = {part: np.load(files[0]) for part, files in cache.files.items()}
     assert {a.dtype for a in stored.values()} == {np.dtype(np.float16)}
     expected = bilateral.bilateral_filter(pixels(tmp_path / "photos" / "a.png")[None], **BF)[0].permute(1, 2, 0).numpy()
-    np.testing.assert_array_equal(stored["bilateral"][0], expected.astype(np.float16))
+    np.testing.assert_array_equal(stored["guide"][0], expected.astype(np.float16))
     item = cache[0]
-    assert item["target"].dtype == item["bf"].dtype == torch.float32
+    assert item["target"].dtype == item["guide"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 37, 29), (2, 1, 11, 50)])

@@ -7,7 +7,7 @@ checkpoint.
 
 The teacher is the slow part of distillation (AMSNet-P-E runs its network 18 times per image), so
 ``TeacherTargetCache`` runs it once per training image before training starts and keeps, per image,
-the bilateral-filtered noisy image and the teacher outputs I_DN and I_DN^r = A^-1(T(A(I_N))) for
+the guide (the bilateral-filtered noisy image BF(I_N), or another classical guide) and the teacher outputs I_DN and I_DN^r = A^-1(T(A(I_N))) for
 every augmentation A of the configured subset, in one ``.npy`` file. They are stored as float16 (rounding
 below 2.5e-4 in [0, 1], a sixteenth of an 8-bit level): 216 MB for a 12-megapixel photo with one rotated
 view and the bilateral image, half of float32. Files are keyed by the teacher checkpoint's content hash,
@@ -45,7 +45,7 @@ log = logging.getLogger("amcfd")
 
 # AMSNet-P-E, the AM-CFD teacher: P_2 multi-mask inference, then R^3 (keys merged over the checkpoint's).
 AMSNET_PE = {"pd_test": 2, "r3": True}
-CACHE_VERSION = 2   # bump when the stored layout changes (2: float16)
+CACHE_VERSION = 3   # bump when the stored layout changes (2: float16; 3: the guide's part named 'guide')
 
 
 class FrozenTeacher:
@@ -163,15 +163,14 @@ class TeacherTargets:
         return GUIDES[self.guide](noisy, **self.guide_options)[:, None]
 
     def parts(self) -> dict:
-        """Cached parts: name -> (key of what it depends on, function). The bilateral image does not
-        depend on the teacher, so changing one never recomputes the other."""
+        """Cached parts: name -> (key of what it depends on, function). The guide (bilateral, NLM, the classical
+        core) does not depend on the teacher, so changing one never recomputes the other."""
         def key(**what) -> str:
             return hashlib.sha256(json.dumps({**what, "version": CACHE_VERSION}, sort_keys=True).encode()
                                   ).hexdigest()[:20]
 
         return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
-                "bilateral": (key(bilateral=self.guide_options) if self.guide == "bilateral" else
-                              key(guide=self.guide, options=self.guide_options), self.guide_output)}
+                "guide": (key(guide=self.guide, options=self.guide_options), self.guide_output)}
 
 
 def _image_key(name: str, noisy: np.ndarray) -> str:
@@ -182,11 +181,11 @@ def _image_key(name: str, noisy: np.ndarray) -> str:
 
 
 class TeacherTargetCache(Dataset):
-    """A training dataset whose items carry cached targets: 'bf', 'target', 'target_aug' (+ 'aug_mode').
+    """A training dataset whose items carry cached targets: 'guide', 'target', 'target_aug' (+ 'aug_mode').
 
     ``dataset`` must expose whole images (``image_arrays(i)``, ``names``, ``crop_size``, ``augment``),
     as the folder, synthetic and SIDD-Medium datasets do. Files: ``folder/teacher-<key>/<image>.npy``
-    (K, H, W, C) with the teacher outputs, ``folder/bilateral-<key>/<image>.npy`` with BF(I_N). Each item
+    (K, H, W, C) with the teacher outputs, ``folder/guide-<key>/<image>.npy`` with the guide. Each item
     is a random crop of image i and of its stored targets, cut together (one augmentation drawn per
     item from ``targets.modes``); the dataset's own flips are applied to all of them alike.
     """
@@ -244,7 +243,7 @@ class TeacherTargetCache(Dataset):
         arrays, name, source = self.dataset.image_arrays(i)
         teacher = np.load(self.files["teacher"][i], mmap_mode="r")       # (1 + modes, H, W, C) float16
         j = int(torch.randint(len(self.modes), (1,)))
-        arrays = {**arrays, "bf": np.load(self.files["bilateral"][i], mmap_mode="r")[0], "target": teacher[0],
+        arrays = {**arrays, "guide": np.load(self.files["guide"][i], mmap_mode="r")[0], "target": teacher[0],
                   "target_aug": teacher[1 + j]}
         item = make_item(arrays, name, self.dataset.crop_size, self.dataset.augment, source)
         item["aug_mode"] = self.modes[j]

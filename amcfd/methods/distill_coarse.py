@@ -114,7 +114,7 @@ class DistillCoarse(Method):
     def _targets_of(self, batch: dict) -> tuple:
         """(BF(I_N), I_DN, I_DN^aug): from the cached batch, or computed now (online)."""
         if "target" in batch:
-            return batch["bf"], batch["target"], batch["target_aug"]
+            return batch["guide"], batch["target"], batch["target_aug"]
         noisy = batch["noisy"]
         with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
@@ -122,12 +122,12 @@ class DistillCoarse(Method):
                     apply_augmented(self.teacher, noisy, modes))
 
     def forward(self, batch: dict) -> dict:
-        bf, target, target_aug = self._targets_of(batch)
+        guide, target, target_aug = self._targets_of(batch)
         out = self.net(batch["noisy"])
         l_bf = l_ga = 0.0
         for teacher_out in (target, target_aug):
             alpha = texture_map(teacher_out, **self.texture)               # (B, 1, H, W), frozen
-            t_bf, t_ga = structure_aware_terms(out, bf, teacher_out, alpha, self.bf_norm, self.ga_norm)
+            t_bf, t_ga = structure_aware_terms(out, guide, teacher_out, alpha, self.bf_norm, self.ga_norm)
             l_bf, l_ga = l_bf + t_bf, l_ga + t_ga
         return {"l_bf": self.bf_weight * l_bf, "l_ga": self.ga_weight * l_ga,
                 "l_smooth": self.smooth_weight * smoothness_tv(out, self.smooth_eps)}
