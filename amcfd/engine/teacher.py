@@ -7,7 +7,7 @@ checkpoint.
 
 The teacher is the slow part of distillation (AMSNet-P-E runs its network 18 times per image), so
 ``TeacherTargetCache`` runs it once per training image before training starts and keeps, per image,
-the guide (the bilateral-filtered noisy image BF(I_N), or another classical guide) and the teacher outputs I_DN and I_DN^r = A^-1(T(A(I_N))) for
+the guide (BF(I_N), or another classical guide) and the teacher outputs I_DN and I_DN^r = A^-1(T(A(I_N))) for
 every augmentation A of the configured subset, in one ``.npy`` file. They are stored as float16 (rounding
 below 2.5e-4 in [0, 1], a sixteenth of an 8-bit level): 216 MB for a 12-megapixel photo with one rotated
 view and the bilateral image, half of float32. Files are keyed by the teacher checkpoint's content hash,
