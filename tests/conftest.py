@@ -22,6 +22,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_reference(name: str) -> dict:
     """One golden file from ../shared/reference (see its README for tolerances)."""
     return torch.load(shared_path("reference", name), weights_only=True)

@@ -1,26 +1,19 @@
 """scripts/bench_speed.py in-process with tiny settings, and amcfd.analysis.results_doc.update_section."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
+from conftest import load_script
 
 from amcfd.analysis.results_doc import command_line, update_section
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_speed_smoke(tmp_path):
-    bench = _load_script("bench_speed")
+    bench = load_script("bench_speed")
     docs = tmp_path / "results.md"
     threads = torch.get_num_threads()
     try:  # one thread: on a busy shared CPU, 2 spin-waiting OpenMP threads measured 100x slower
@@ -59,7 +52,7 @@ def test_update_section_appends_replaces_and_keeps_other_sections(tmp_path):
 
 
 def test_bench_speed_tiled_photo_path(tmp_path, monkeypatch):
-    bench = _load_script("bench_speed")
+    bench = load_script("bench_speed")
     monkeypatch.setattr(bench, "PHOTO", (80, 112))  # a tiny "photo": 2 x 2 tiles of 64 with overlap 16
     threads = torch.get_num_threads()
     try:
@@ -81,7 +74,7 @@ def test_provenance_command_is_quoted_for_a_shell():
 def test_bench_speed_times_the_teachers_batching_schedules(tmp_path):
     """--schedules: the engine's batched pipeline against one forward per branch and R3 copy (looped) and the
     other schedules, each a row timed against the student."""
-    bench = _load_script("bench_speed")
+    bench = load_script("bench_speed")
     threads = torch.get_num_threads()
     try:
         assert bench.main(["--pairs", "cpu", "--sizes", "32", "--reps", "1", "--skip-photo", "--skip-pe",

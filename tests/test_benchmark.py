@@ -2,7 +2,6 @@
 from a teacher stage, classical rows, a failing entry, reruns that keep work, the reports and the cost counts."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import load_script
 
 from amcfd.analysis.benchmark import Benchmark, dataset_entries, load_benchmark
 from amcfd.analysis.classical import bilateral
@@ -59,16 +59,9 @@ METHODS = [
 ]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monkeypatch):
     monkeypatch.setenv("AMCFD_CPU_BF16", "1")                          # the bf16 row runs bf16 on any CPU
-    script = load_script()
+    script = load_script("benchmark")
     config = write_config(tmp_path, METHODS)
     assert script.main(["-opt", str(config), "--quiet"]) == 0          # failures reported, not fatal
     report = json.loads((tmp_path / "work" / "tiny.json").read_text())
@@ -113,7 +106,7 @@ def test_a_stage_whose_loss_rose_is_reported_with_the_trainers_warning(tmp_path,
     monkeypatch.setattr(trainer_module, "LossRiseWatch", Rises)
     config = write_config(tmp_path, [{"name": "AMSNet", "train": str(REPO / "options/train/photos.yml"),
                                       "set": {"method.pd_train": 2, "method.recharge": False}}])
-    assert load_script().main(["-opt", str(config), "--quiet"]) == 0
+    assert load_script("benchmark").main(["-opt", str(config), "--quiet"]) == 0
     report = json.loads((tmp_path / "work" / "tiny.json").read_text())
     assert report["stages"]["AMSNet"]["warning"] == "the training loss has risen (iteration 3)"
     assert "AMSNet 3 steps" in (text := (tmp_path / "work" / "tiny.md").read_text())
@@ -137,7 +130,7 @@ def test_config_errors_name_the_option(tmp_path):
         load_benchmark(good, ["methods=[{name: a, classical: nlm, rows: {one, two: {}}}]"])   # a comma in a label
     with pytest.raises(ConfigError, match="option 'data' must be"):
         load_benchmark(good, ["data=cc15"])
-    assert load_script().main(["-opt", str(tmp_path / "none.yml")]) == 2
+    assert load_script("benchmark").main(["-opt", str(tmp_path / "none.yml")]) == 2
 
 
 def test_pareto_front_and_classical_filters():

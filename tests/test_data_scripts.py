@@ -1,12 +1,12 @@
 """The data scripts end to end on tiny official-layout fixtures (denoisers passed in, no checkpoint)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
+from conftest import load_script
 from test_data_dnd import BOXES, make_dnd
 from test_data_sidd import make_blocks, make_sidd_medium
 
@@ -14,13 +14,6 @@ from amcfd.data.sidd import SIDDMediumTrain
 from amcfd.data.submission import read_sidd_submission_csv, read_sidd_submission_mat
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prep_sidd_cli(tmp_path, capsys):

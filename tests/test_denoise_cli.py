@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,9 +109,12 @@ def test_rerun_reuses_the_same_work_and_keep_student_then_trains_nothing(photos,
     again = run(*args, cwd=photos)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("the same work finished before") == 3 and "training for" not in again.stderr
+    own = photos / "runs_student"                        # a copy: the module's shared work folder stays whole
+    shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
+    args = ("noisy", "--output", "out2", "--options", "opts", "--work", "runs_student")
     kept = run(*args, "--keep", "student", cwd=photos)
     assert kept.returncode == 0 and kept.stderr.count("finished before") == 3
-    assert not stage_folders(work, "teacher") and not stage_folders(work, "coarse") and stage_folders(work, "fine")
+    assert not stage_folders(own, "teacher") and not stage_folders(own, "coarse") and stage_folders(own, "fine")
     after = run(*args, cwd=photos)                      # the student's folder alone is enough: nothing trains
     assert after.returncode == 0, after.stderr[-3000:]
     assert "training for" not in after.stderr and "| fine |" in after.stdout and "| teacher |" not in after.stdout
@@ -219,8 +223,8 @@ def test_bad_input_is_one_line_and_writes_nothing(photos, args, message):
 
 
 def test_pretrained_model_skips_training(photos, trained):
-    work, _ = trained
-    student = finished_run(stage_folders(work, "fine")[0])
+    _, result = trained
+    student = next(line for line in result.stdout.splitlines() if line.startswith("model: "))[len("model: "):]
     result = subprocess.run([sys.executable, "-m", "amcfd.denoise", "noisy/p0.png", "--output", "out_pre",
                              "--pretrained", str(student)], capture_output=True, text=True, cwd=photos, timeout=600,
                             env=ENV)

@@ -2,12 +2,12 @@
 options' checks, the training loop's timing breakdown and its single finite check per log step, profile_step.py."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 from test_engine import tiny_options
 
 from amcfd.archs import build_arch
@@ -106,9 +106,7 @@ def test_training_logs_timing_and_checks_finiteness_only_at_log_steps(tmp_path, 
 
 
 def test_profile_step_reports_speed(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("profile_step", REPO / "scripts" / "profile_step.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("profile_step")
     out = tmp_path / "report.json"
     assert script.main(["-opt", str(REPO / "options/train/demo.yml"), "--steps", "2", "--warmup", "1",
                         "--set", "network.preset=small", "network.type=DnCNN", "datasets.train.crop_size=32",

@@ -1,12 +1,11 @@
 """scripts/import_checkpoint.py: the authors' AMSNet Lightning and AP-BSN/AM-BSN checkpoints become ours."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_reference, shared_path
+from conftest import load_reference, load_script, shared_path
 
 from amcfd.archs import build_arch
 from amcfd.engine.checkpoint import FORMAT, load_checkpoint
@@ -19,16 +18,9 @@ from amcfd.registry import METHODS
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_checkpoint.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("import_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_script("import_checkpoint")
 
 
 def test_imports_the_reference_lightning_checkpoint(script, tmp_path, capsys):

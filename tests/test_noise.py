@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from scipy.ndimage import convolve, gaussian_filter
 from scipy.signal import correlate2d
 
@@ -123,13 +124,8 @@ def test_errors_on_unusable_images():
 
 
 def test_measure_folder_and_cli(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("noise_report", Path(__file__).parents[1] / "scripts" /
-                                                  "noise_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("noise_report")
 
     rng = np.random.default_rng(1)
     for i in range(2):

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from scipy.ndimage import gaussian_filter
 
 from amcfd.data.synthetic import camera_pipeline, load_sample_image
@@ -114,15 +115,10 @@ def test_too_small_or_batched_input_raises():
 
 
 def test_noise_report_clean_option(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
 
     from amcfd.data.imageio import write_image
 
-    spec = importlib.util.spec_from_file_location("noise_report", Path(__file__).parents[1] / "scripts" /
-                                                  "noise_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("noise_report")
     (tmp_path / "noisy").mkdir()
     (tmp_path / "clean").mkdir()
     rng = np.random.default_rng(3)
@@ -148,13 +144,8 @@ def test_noise_report_clean_option(tmp_path, capsys):
 
 
 def test_noise_report_makes_synthetic_png_and_jpeg_pairs(tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("noise_report", Path(__file__).parents[1] / "scripts" /
-                                                  "noise_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("noise_report")
     monkeypatch.setattr(report, "SYNTHETIC_LEVELS", {"mid": (8e-3, 3e-4)})
     monkeypatch.setattr("amcfd.data.synthetic.SAMPLE_IMAGES", ("astronaut",))
     assert report.make_synthetic_pairs(tmp_path, side=96) == 3

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_benchmark import load_script, make_pairs
+from conftest import load_script
+from test_benchmark import make_pairs
 
 from amcfd.analysis.benchmark import load_benchmark, stage_options
 from amcfd.options import validate
@@ -60,8 +61,8 @@ def test_only_keeps_each_entry_and_what_it_needs(preset, pairs, monkeypatch):
 
 
 def test_only_with_an_unknown_entry_is_a_one_line_error(pairs, capsys):
-    code = load_script().main(["-opt", str(REPO / "options/bench/bilateral.yml"), "--set", f"data.root={pairs}",
-                               "--only", "nope"])
+    code = load_script("benchmark").main(["-opt", str(REPO / "options/bench/bilateral.yml"), "--set",
+                                          f"data.root={pairs}", "--only", "nope"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--only: no entry named 'nope'" in err[0]
 

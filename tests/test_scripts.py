@@ -2,10 +2,10 @@
 usage may come before it) with exit code 2, before any work starts."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -31,16 +31,9 @@ BAD_INPUT = {
 }
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(name: str, argv: list, capsys) -> tuple[int, str, str]:
     try:
-        code = load(name).main(argv)
+        code = load_script(name).main(argv)
     except SystemExit as exc:
         code = exc.code
     out = capsys.readouterr()

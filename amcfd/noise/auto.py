@@ -2,7 +2,8 @@
 
 A method lists the options that may be ``auto`` in its class attribute ``AUTO_OPTIONS`` (AMSNet: pd_train,
 pd_test, recharge). ``resolve_auto`` measures the noise of the training set's noisy images (``noise.estimate``:
-level and correlation at 1-3 px, medians over at most ``MAX_IMAGES`` whole images, never a clean image), turns
+the image-wide level, as the classical core reads it, and the correlation at 1-3 px, medians over at most
+``MAX_IMAGES`` whole images, never a clean image), turns
 the measurement into values (``noise.estimate.suggest_choices``), writes them into the options (so options.yml
 and the checkpoint hold plain values) and returns what it measured and chose, for the log and run.yml. A value
 given in the options is never touched: an override wins. The same images give the same choices (no randomness).

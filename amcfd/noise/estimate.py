@@ -228,7 +228,8 @@ def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 
     ``items``: a folder (or image file), or an iterable of paths or (C, H, W) tensors in [0, 1]. Unreadable images
     and images too small / too saturated to measure are skipped (``on_skip(name, reason)`` is called).
     Returns {"images": [{"name", "level", "corr", "patches"}], "median_level", "median_corr", "choices"
-    (``suggest_choices`` of the medians, or None), "skipped": [(name, reason)]}; levels are std in [0, 1] units.
+    (``suggest_choices`` of the medians, or None), "skipped": [(name, reason)]}; levels are the image-wide std
+    (``image_noise_level``, the level the classical core uses too) in [0, 1] units, correlations ``noise_stats``'.
     """
     from amcfd.data.imageio import ImageReadError, list_images, read_image, to_tensor
 
@@ -241,12 +242,13 @@ def measure_folder(items: Union[str, Path, Iterable], lags: Sequence[int] = (1, 
         try:
             image = to_tensor(read_image(item)[0]) if isinstance(item, (str, Path)) else item
             stats = noise_stats(image, max_lag=max(3, max(lags)))
+            level = image_noise_level(image)          # the image-wide level (what a denoiser is given)
         except (ImageReadError, ValueError) as exc:
             skipped.append((name, str(exc)))
             if on_skip is not None:
                 on_skip(name, str(exc))
             continue
-        rows.append({"name": name, "level": stats["level"], "corr": {s: stats["corr"][s] for s in lags},
+        rows.append({"name": name, "level": level, "corr": {s: stats["corr"][s] for s in lags},
                      "patches": stats["patches"]})
     result = {"images": rows, "skipped": skipped, "median_level": float("nan"),
               "median_corr": {s: float("nan") for s in lags}, "choices": None}
