@@ -86,3 +86,16 @@ def test_bench_speed_times_the_teachers_batching_schedules(tmp_path):
     assert [r["variant"] for r in rows] == ["B", "B-E", "B one-worker", "B-E one-worker", "B one-forward",
                                             "B-E one-forward", "B looped", "B-E looped"]
     assert all(r["teacher_ms"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+def test_sections_are_grouped_by_kind_and_benchmarks_by_preset(tmp_path):
+    doc = tmp_path / "results.md"
+    for title in ("Benchmark: distill_cc15", "Speed: student", "Benchmark: classical_cc15", "Noise level: cc15",
+                  "Benchmark: distill_polyu30", "Training step profile: demo.yml", "Benchmark: cc15_cpu",
+                  "Benchmark: classical_sidd1", "Benchmark: polyu30_cpu"):
+        update_section(title, f"table of {title}", "python x.py", doc)
+    titles = [line[3:] for line in doc.read_text().splitlines() if line.startswith("## ")]
+    assert titles == ["Benchmark: distill_cc15", "Benchmark: distill_polyu30", "Benchmark: classical_cc15",
+                      "Benchmark: classical_sidd1", "Benchmark: cc15_cpu", "Benchmark: polyu30_cpu",
+                      "Noise level: cc15", "Speed: student", "Training step profile: demo.yml"]
+    assert "table of Benchmark: classical_sidd1" in doc.read_text()

@@ -98,8 +98,50 @@ def update_section(title: str, body: str, command: str, path: str | Path = DEFAU
     else:
         lines[start:len(lines) if end is None else end] = section
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    path.write_text("\n".join(group_sections(lines)).rstrip("\n") + "\n")
     return path
+
+
+SECTION_KINDS = ("Benchmark", "Noise level", "Speed", "Training step profile")   # the order of the document
+
+
+def _sections(lines: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(the lines before the first section, [(title, the section's lines)]); fenced '## ' lines are no heading."""
+    head, sections, fenced = [], [], False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and _is_heading(line):
+            sections.append((line[3:].strip(), [line]))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            head.append(line)
+    return head, sections
+
+
+def group_sections(lines: list[str]) -> list[str]:
+    """The document with its sections grouped: benchmarks (by preset: the name without its set), then noise
+    levels, speed and profiles (``SECTION_KINDS``), then any other; in the order they first appear otherwise."""
+    head, sections = _sections(lines)
+
+    def group(title: str) -> tuple[int, str]:
+        kind, _, name = title.partition(": ")
+        rank = SECTION_KINDS.index(kind) if kind in SECTION_KINDS else len(SECTION_KINDS)
+        preset = ("real" if name.endswith("_cpu") else name.rsplit("_", 1)[0]) if kind == "Benchmark" else ""
+        return rank, preset
+
+    first: dict[tuple, int] = {}
+    for i, (title, _) in enumerate(sections):
+        first.setdefault(group(title), i)
+    order = sorted(range(len(sections)), key=lambda i: (group(sections[i][0])[0], first[group(sections[i][0])], i))
+    out = list(head)
+    for i in order:
+        body = list(sections[i][1])
+        while body and not body[-1].strip():
+            body.pop()
+        out += body + [""]
+    return out
 
 
 def benchmark_section(name: str, header: str, table: str, plot: Path, command: str, path: str | Path = DEFAULT_DOC,
