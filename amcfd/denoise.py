@@ -18,7 +18,8 @@ budget that works, estimated from a few timed steps (engine/budget.py).
 Reuse: a stage folder is named after its identity (engine/runs.py): the photos' paths, sizes and contents,
 the stage's resolved options (the budget included) and the stage it starts from. The same work is reused (or
 resumed after a crash); any difference trains anew in another folder, with one line saying what differed.
-``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing.
+``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing; ``--keep``
+(student or outputs) also removes the folders of stages superseded by a newer identity (other options or photos).
 ``--method classical`` skips training: the classical core (methods/classical.py: BM3D at a multiple of each
 photo's own noise level, seconds per photo). ``--pretrained FILE`` skips training and denoises with a checkpoint
 (ours, one imported by scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``).
@@ -363,8 +364,11 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
     for i, entry in enumerate(plan):
         if i >= first or entry["done"] is not None:          # stages before a finished one may be gone (--keep)
             previous = train_stage(entry, args, work, previous, summary, started)
-    gone = [] if args.keep == "all" else \
-        [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"] + [work / "teacher_targets"]
+    current = {e["folder"] for e in plan}
+    superseded = [p for p in sorted(work.glob("*-*")) if p.is_dir() and p.name.split("-")[0] in STAGES
+                  and p not in current]             # stages of earlier options or photos in this work folder
+    gone = [] if args.keep == "all" else superseded + [work / "teacher_targets"] + \
+        [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
     return previous, gone
 
 

@@ -120,6 +120,19 @@ def test_rerun_reuses_the_same_work_and_keep_student_then_trains_nothing(photos,
     assert "training for" not in after.stderr and "| fine |" in after.stdout and "| teacher |" not in after.stdout
 
 
+def test_keep_also_removes_stages_superseded_by_newer_options(photos, trained):
+    work, _ = trained
+    own = photos / "runs_superseded"
+    shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
+    old = own / "teacher-0123456789"                     # a teacher of earlier options, never to be reused
+    (old / "models").mkdir(parents=True)
+    (old / "models" / "iter_00000004.pth").write_bytes(b"old")
+    result = run("noisy", "--output", "out_sup", "--options", "opts", "--work", "runs_superseded", "--keep",
+                 "student", cwd=photos)
+    assert result.returncode == 0 and "training for" not in result.stderr, result.stderr[-3000:]
+    assert not old.exists() and sorted(p.name.split("-")[0] for p in own.iterdir() if p.is_dir()) == ["fine"]
+
+
 def test_keep_outputs_writes_every_photo_and_leaves_no_checkpoint(photos):
     """--keep outputs: the student denoises the photos before any stage folder is removed."""
     result = run("noisy", "--output", "out_keep", "--options", "opts", "--work", "runs_keep", "--keep", "outputs",
