@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import load_reference
 
+from amcfd.archs import build_arch
 from amcfd.engine.checkpoint import load_checkpoint, save_safetensors
 from amcfd.engine.inference import build_denoiser
 from amcfd.hub import cli, weights
@@ -25,9 +26,18 @@ SOURCE, PATH = "someone/NBSN-repo", "ckpt/NBSN_SIDD.pth"
 
 
 @pytest.fixture
-def released(tmp_path):
-    """APR-RD's reference NBSN saved as TM-BSN saves it (a plain state_dict), under mirror/owner/repo/path."""
-    ref = load_reference("aprrd_nbsn102.pt")
+def released(request, tmp_path):
+    """An NBSN saved as TM-BSN saves it (a plain state_dict), under mirror/owner/repo/path, with an input and the
+    network's output on it: a tiny one the test makes itself (download, checksum and cache need nothing more),
+    or, with the parameter "authors", APR-RD's reference weights and output (../shared/reference)."""
+    if getattr(request, "param", None) == "authors":
+        ref = load_reference("aprrd_nbsn102.pt")
+    else:
+        torch.manual_seed(0)
+        net = build_arch({"type": "NBSN", "mid_channels": 8}).eval()
+        x = torch.rand(1, 3, 24, 24)
+        with torch.no_grad():
+            ref = {"state_dict": net.state_dict(), "input": x, "output": net(x)}
     file = tmp_path / "mirror" / SOURCE / PATH
     file.parent.mkdir(parents=True)
     torch.save(ref["state_dict"], file)
@@ -54,6 +64,7 @@ def denoise_with(pretrain_network):
     return build_denoiser(opt)[1], opt
 
 
+@pytest.mark.parametrize("released", ["authors"], indirect=True)
 def test_a_name_downloads_checks_imports_and_denoises_as_the_authors(hub, released):
     ref, _ = released
     assert not hub.cached.exists()
