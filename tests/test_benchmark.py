@@ -90,6 +90,13 @@ def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monke
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert script.main(["-opt", str(config), "--quiet", "--force", "AMSNet"]) == 0
     assert student_ckpt.stat().st_mtime_ns != stamps[student_ckpt]
+    # a training image with other contents under the same name: the stage is trained again, never kept
+    teacher_ckpt = tmp_path / "work" / "tiny" / "experiments" / "AMSNet" / "models" / "iter_00000003.pth"
+    before = teacher_ckpt.stat().st_mtime_ns
+    image = tmp_path / "pairs" / "noisy" / "img0.png"
+    cv2.imwrite(str(image), np.ascontiguousarray(cv2.imread(str(image))[::-1]))
+    assert script.main(["-opt", str(config), "--quiet"]) == 0
+    assert teacher_ckpt.stat().st_mtime_ns != before
 
 
 def test_a_stage_whose_loss_rose_is_reported_with_the_trainers_warning(tmp_path, monkeypatch):

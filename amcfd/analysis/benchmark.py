@@ -32,8 +32,9 @@ Benchmark option file::
         rows: {TM-BSN: {}}
         note: not trained on this data
 
-A row that fails is recorded with its error and the others still run. A finished stage whose options did not
-change is kept, and so is a row already scored on the same checkpoint with the same options, unless forced.
+A row that fails is recorded with its error and the others still run. A finished stage whose options (every
+default filled in, as amcfd-denoise's stage identity) and training images (their contents) did not change is
+kept, and so is a row already scored on the same checkpoint with the same options, unless forced.
 A stage whose training loss rose and stayed up (the trainer's warning, e.g. a learning rate too high for the
 method) is reported with that warning, and a stage's ``auto`` choices with what they were measured from.
 """
@@ -188,6 +189,16 @@ def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def training_images(opt: dict) -> dict:
+    """{relative path: [size, sha256]} of the images of a folder training set (engine.runs.files_digest, what
+    amcfd-denoise's stages hash too), so a stage trained on other images is never kept; {} for generated data."""
+    from amcfd.data.imageio import list_images
+    from amcfd.engine.runs import files_digest
+
+    root = (opt.get("datasets", {}).get("train") or {}).get("root")
+    return files_digest(list_images(root), Path(root)) if root and Path(root).is_dir() else {}
+
+
 def digest(obj) -> str:
     """The benchmark's 16-hex key of a row's or stage's inputs (provenance.digest, shortened)."""
     return full_digest(obj)[:16]
@@ -261,12 +272,13 @@ class Benchmark:
     def train(self, entry: dict) -> Path:
         """Train the stage unless it finished before with the same options (and is not forced)."""
         from amcfd.engine.checkpoint import finished_run
+        from amcfd.engine.runs import identity_options
         from amcfd.engine.trainer import Trainer
         from amcfd.options import validate
 
         opt = stage_options(self.cfg, entry, self.work, self.checkpoints)
         folder = self.work / "experiments" / entry["name"]
-        key = digest(opt)
+        key = digest({"options": identity_options(opt), "images": training_images(opt)})   # as amcfd-denoise
         stages = self.state.setdefault("stages", {})
         done = finished_run(folder)
         upstream = any(entry.get(k) in self.retrained for k in ("from", "teacher"))
