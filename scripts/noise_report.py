@@ -84,6 +84,13 @@ def compare_with_clean(files: list, clean_folder: Path, on_skip) -> list:
     return rows
 
 
+def ratio_percentiles(rows: list, key: str) -> tuple | None:
+    """(p10, median, p90, count) of the finite ratios ``row[key] / row['true']``, or None when there are none."""
+    ratios = np.array([r[key] / r["true"] for r in rows])
+    ratios = ratios[np.isfinite(ratios)]
+    return (*np.percentile(ratios, [10, 50, 90]), len(ratios)) if len(ratios) else None
+
+
 def format_clean_report(rows: list) -> str:
     """The table of ``compare_with_clean``'s rows (std in 8-bit levels) and the percentiles of the ratios."""
     width = max([len("image")] + [len(r["name"]) for r in rows])
@@ -94,13 +101,9 @@ def format_clean_report(rows: list) -> str:
                      f"  {r['level'] / r['true']:>10.3f}  {r['old'] / r['true']:>8.3f}")
     lines.append("-" * len(head))
     for key, label in (("level", "level/true"), ("old", "old/true")):
-        ratios = np.array([r[key] / r["true"] for r in rows])
-        ratios = ratios[np.isfinite(ratios)]
-        if len(ratios):
-            p10, med, p90 = np.percentile(ratios, [10, 50, 90])
-            lines.append(f"{label:<10} median {med:.3f}  p10 {p10:.3f}  p90 {p90:.3f}  ({len(ratios)} images)")
-        else:
-            lines.append(f"{label:<10} no finite ratios")
+        stats = ratio_percentiles(rows, key)
+        lines.append(f"{label:<10} median {stats[1]:.3f}  p10 {stats[0]:.3f}  p90 {stats[2]:.3f}  ({stats[3]} images)"
+                     if stats else f"{label:<10} no finite ratios")
     lines.append("level: image_noise_level (image-wide), old: noise_level (flattest tiles), true: std(noisy - clean);"
                  " std in 8-bit levels")
     return "\n".join(lines)
@@ -144,11 +147,9 @@ def clean_report_markdown(rows: list) -> str:
              "(`noise_level`) and the true std of (noisy - clean), in 8-bit levels, and their ratios.", "",
              "| ratio | median | p10 | p90 | images |", "|---|---|---|---|---|"]
     for key, label in (("level", "image-wide / true"), ("old", "flat-tile / true")):
-        ratios = np.array([r[key] / r["true"] for r in rows])
-        ratios = ratios[np.isfinite(ratios)]
-        if len(ratios):
-            p10, med, p90 = np.percentile(ratios, [10, 50, 90])
-            lines.append(f"| {label} | {med:.2f} | {p10:.2f} | {p90:.2f} | {len(ratios)} |")
+        stats = ratio_percentiles(rows, key)
+        if stats:
+            lines.append(f"| {label} | {stats[1]:.2f} | {stats[0]:.2f} | {stats[2]:.2f} | {stats[3]} |")
     lines += ["", "| image | image-wide | flat-tile | true | image-wide / true | flat-tile / true |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['level'] * 255:.2f} | {r['old'] * 255:.2f} | {r['true'] * 255:.2f} | "

@@ -275,38 +275,18 @@ def test_teacher_from_a_bare_state_dict_needs_only_its_network(tmp_path):
 
 # ----------------------------------------------------------------------------- the guide
 @pytest.mark.parametrize("targets", ["cache", "online"])
-def test_nlm_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, targets):
-    """guide: nlm puts OpenCV non-local means at the image's own noise level where BF(I_N) was; cached apart."""
-    from amcfd.ops.guides import nlm_filter
+@pytest.mark.parametrize("guide, options", [("nlm", {"strength": 1.5}), ("classical", {"strength": 3})])
+def test_another_guide_is_the_guide_target_and_trains(tmp_path, teacher_ckpt, targets, guide, options):
+    """guide: nlm (OpenCV non-local means at the image's own noise level) or classical (the classical core: BM3D
+    at the image's own level) where BF(I_N) was; cached apart, each stored guide that filter on its whole image."""
+    from amcfd.ops.guides import GUIDES
 
-    method = {**coarse(teacher_ckpt, targets=targets, guide="nlm", nlm={"strength": 1.5}), "bilateral": None}
+    method = {**coarse(teacher_ckpt, targets=targets, guide=guide, **{guide: options}), "bilateral": None}
     trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
-    assert trainer.method.guide == "nlm" and trainer.method.guide_options["strength"] == 1.5
-    if targets == "cache":                              # each stored guide is NLM of its whole image
+    assert trainer.method.guide == guide and trainer.method.guide_options["strength"] == options["strength"]
+    if targets == "cache":
         dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
-        expected = [nlm_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=1.5)[0].permute(1, 2, 0).numpy()
-                    for x in dataset.noisy]
-        stored = sorted((tmp_path / "teacher_targets").glob("guide-*/*.npy"))
-        assert len(stored) == len(expected)
-        for file in stored:
-            got = np.load(file)[0]
-            assert min(np.abs(got - e).max() for e in expected if e.shape == got.shape) < 1e-3   # float16 storage
-    trainer.train()
-    assert trainer.iteration == 2
-
-
-@pytest.mark.parametrize("targets", ["cache", "online"])
-def test_classical_guide_is_the_classical_core_and_trains(tmp_path, teacher_ckpt, targets):
-    """guide: classical puts the classical core (BM3D at the image's own level) where BF(I_N) was."""
-    from amcfd.ops.guides import classical_filter
-
-    method = {**coarse(teacher_ckpt, targets=targets, guide="classical", classical={"strength": 3}),
-              "bilateral": None}
-    trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
-    assert trainer.method.guide == "classical" and trainer.method.guide_options == {"strength": 3}
-    if targets == "cache":                              # each stored guide is the core's output on its whole image
-        dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
-        expected = [classical_filter(torch.from_numpy(x).permute(2, 0, 1)[None], strength=3)[0].permute(1, 2, 0)
+        expected = [GUIDES[guide](torch.from_numpy(x).permute(2, 0, 1)[None], **options)[0].permute(1, 2, 0)
                     .numpy() for x in dataset.noisy]
         stored = sorted((tmp_path / "teacher_targets").glob("guide-*/*.npy"))
         assert len(stored) == len(expected)
