@@ -10,7 +10,7 @@ of docs/results.md):
     python scripts/benchmark.py -opt options/bench/bilateral.yml --set data=synthetic name=bilateral_synthetic
     python scripts/benchmark.py -opt options/bench/real.yml --force AT-BSN     # retrain one stage (and its users)
     python scripts/benchmark.py -opt options/bench/real.yml --only AT-BSN "AT-BSN(D)"   # some entries only
-    python scripts/benchmark.py -opt options/bench/real.yml --write-docs --readme   # docs/results.md, README
+    python scripts/benchmark.py -opt options/bench/real.yml --write-docs             # and docs/results.md
 
 Each trained method is a normal experiment (train.py's trainer) on the set's noisy images only, with the
 preset's shared budget; every row is scored as valid.py scores it (amcfd/analysis/benchmark.py). Reports:
@@ -40,8 +40,6 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="run only these entries of 'methods' (with the entries they train from or distil)")
     p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
-    p.add_argument("--readme", action="store_true", help="also the short table of README.md (between its "
-                   "'benchmark' markers)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="the trainers' log lines on the console too")
     args = p.parse_args(argv)
@@ -61,7 +59,7 @@ def main(argv=None) -> int:
 def run(args, argv) -> int:
     from amcfd.analysis.benchmark import Benchmark, load_benchmark
     from amcfd.analysis.report import write_reports
-    from amcfd.analysis.results_doc import benchmark_section, command_line, write_readme_table
+    from amcfd.analysis.results_doc import benchmark_section, command_line
     from amcfd.registry import ConfigError
 
     try:
@@ -77,8 +75,6 @@ def run(args, argv) -> int:
     print(f"wrote {out['md']}, {out['json']}, {out['png']}")
     if args.write_docs:
         benchmark_section(cfg["name"], out["header"], out["table"], out["png"], command)
-    if args.readme:
-        write_readme_table(REPO / "README.md", cfg["name"], rows, command)
     failed = [k for k, v in rows.items() if "failed" in v]
     if failed:
         print(f"{len(failed)} row(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -184,23 +184,6 @@ def test_classical_and_imported_rows_from_code(tmp_path):
     assert not (tmp_path / "work" / "tiny" / "experiments").exists()
 
 
-def test_readme_table_is_written_between_its_markers(tmp_path):
-    from amcfd.analysis.results_doc import README_BEGIN, README_END, write_readme_table
-
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
-    rows = {"noisy input": {"psnr": 28.0, "ssim_matlab": 0.8, "per_image": {}},
-            "student": {"psnr": 30.5, "ssim_matlab": 0.9, "ms_per_image": 12.0, "params": 2_000_000},
-            "broken": {"failed": "boom"}}
-    write_readme_table(readme, "cc15_cpu", rows, "python scripts/benchmark.py -opt options/bench/real.yml")
-    text = readme.read_text()
-    assert "old" not in text and text.endswith("after\n") and "| student | 30.50 | 0.9000 | 12 | 2.00M |" in text
-    assert "broken" not in text and "options/bench/real.yml" in text
-    readme.write_text("# no markers\n")
-    with pytest.raises(ConfigError, match="benchmark table"):
-        write_readme_table(readme, "x", rows, "cmd")
-
-
 def test_only_keeps_the_named_entries_and_what_they_need(tmp_path):
     good = write_config(tmp_path, METHODS)
     cfg = load_benchmark(good, only=["student", "NLM"])

@@ -1,5 +1,5 @@
-"""What the measuring scripts write into the repository's documents: sections of ``docs/results.md``, and the
-benchmark's short table in README.md.
+"""What the measuring scripts write into the repository's documents: sections of ``docs/results.md`` (the README
+holds no measured numbers).
 
     update_section("Speed: teacher vs student", table_markdown, "python scripts/bench_speed.py ...")
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from amcfd.provenance import git_commit
-from amcfd.registry import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = "docs/results.md"
@@ -157,26 +156,3 @@ def benchmark_section(name: str, header: str, table: str, plot: Path, command: s
     figure.parent.mkdir(parents=True, exist_ok=True)     # after the section: its provenance sees the tree as is
     shutil.copyfile(plot, figure)
     return written
-
-
-README_BEGIN, README_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
-
-
-def write_readme_table(readme: Path, name: str, rows: dict, command: str) -> None:
-    """The README's short table (method, PSNR, SSIM, ms per image, parameters) between its two markers."""
-    from amcfd.analysis.report import scored
-
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ConfigError(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to write the table into")
-    noisy = rows["noisy input"]
-    lines = [README_BEGIN, f"*{name}: `{command}` (all numbers and per-image values: docs/results.md)*", "",
-             "| method | PSNR (dB) | SSIM (MATLAB) | ms / image | parameters |", "|---|---|---|---|---|",
-             f"| noisy input | {noisy['psnr']:.2f} | {noisy.get('ssim_matlab', float('nan')):.4f} | | |"]
-    for label, r in scored(rows).items():
-        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
-        lines.append(f"| {label} | {r['psnr']:.2f} | {r.get('ssim_matlab', float('nan')):.4f} | "
-                     f"{r['ms_per_image']:.0f} | {params} |")
-    lines.append(README_END)
-    before, rest = text.split(README_BEGIN, 1)
-    readme.write_text(before + "\n".join(lines) + rest.split(README_END, 1)[1])
