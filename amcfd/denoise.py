@@ -312,13 +312,18 @@ def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict
     return {"images": count, **{k: v / count for k, v in sums.items()}}
 
 
+def trains(args) -> bool:
+    """Whether this command trains (not --method classical, not --pretrained)."""
+    return args.method == "trained" and not args.pretrained
+
+
 def check_arguments(args) -> tuple[Path, Path]:
     """One-line errors before anything is written."""
     from amcfd.cli import check_output_folder
     from amcfd.hub.weights import is_release_name, resolve_checkpoint
 
     source, out_dir = Path(args.photos), Path(args.output)
-    if args.pretrained or args.method == "classical":
+    if not trains(args):
         given = [flag for flag, value in (("--budget-minutes", args.budget_minutes), ("--keep", args.keep),
                                           ("--options", args.options)) if value is not None]
         if given:
@@ -338,7 +343,7 @@ def check_arguments(args) -> tuple[Path, Path]:
         raise ConfigError(f"--clean: folder does not exist: {args.clean}")
     if args.options and not Path(args.options).is_dir():
         raise ConfigError(f"--options: folder does not exist: {args.options}")
-    if source.is_file() and not args.pretrained and args.method != "classical":
+    if source.is_file() and trains(args):
         raise ConfigError(f"{source} is one photo: training needs a folder of them (or give --pretrained)")
     check_output_folder(source, out_dir)
     if args.pretrained:
@@ -384,8 +389,7 @@ def run(argv=None) -> dict:
     check_output_names(photos, source, out_dir)
     work = Path(args.work) if args.work else default_work(source)
     summary: dict = {}
-    trains = args.method == "trained" and not args.pretrained
-    with WorkLock(work) if trains else contextlib.nullcontext():    # the whole run: planning to the last photo
+    with WorkLock(work) if trains(args) else contextlib.nullcontext():    # the whole run: planning to the last photo
         gone: list[Path] = []                # --keep: removed once the photos are written (the student first)
         if args.method == "classical":
             model, method = CLASSICAL_MODEL, {"type": "Classical"}

@@ -189,13 +189,13 @@ def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def training_images(opt: dict) -> dict:
-    """{relative path: [size, sha256]} of the images of a folder training set (engine.runs.files_digest, what
-    amcfd-denoise's stages hash too), so a stage trained on other images is never kept; {} for generated data."""
+def training_images(root: str | None) -> dict:
+    """{relative path: [size, sha256]} of the images of a folder training set's ``root`` (engine.runs.files_digest,
+    what amcfd-denoise's stages hash too), so a stage trained on other images is never kept; {} for generated
+    data (no root)."""
     from amcfd.data.imageio import list_images
     from amcfd.engine.runs import files_digest
 
-    root = (opt.get("datasets", {}).get("train") or {}).get("root")
     return files_digest(list_images(root), Path(root)) if root and Path(root).is_dir() else {}
 
 
@@ -210,6 +210,7 @@ class Benchmark:
 
     def __init__(self, cfg: dict, force: bool | list = False, progress: bool = True):
         self.cfg, self.force, self.progress = cfg, force, progress
+        self.images: dict = {}                       # training root -> training_images(root)
         self.work = Path(cfg["work"]) / cfg["name"]
         self.work.mkdir(parents=True, exist_ok=True)
         self.state_file = self.work / "state.json"
@@ -278,7 +279,10 @@ class Benchmark:
 
         opt = stage_options(self.cfg, entry, self.work, self.checkpoints)
         folder = self.work / "experiments" / entry["name"]
-        key = digest({"options": identity_options(opt), "images": training_images(opt)})   # as amcfd-denoise
+        root = opt["datasets"]["train"].get("root")
+        if root not in self.images:                  # hashed once per run: every stage trains on the same set
+            self.images[root] = training_images(root)
+        key = digest({"options": identity_options(opt), "images": self.images[root]})    # as amcfd-denoise
         stages = self.state.setdefault("stages", {})
         done = finished_run(folder)
         upstream = any(entry.get(k) in self.retrained for k in ("from", "teacher"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from amcfd.engine.inference import build_denoiser, seeded, tiled_denoise
 from amcfd.ops.augment import NUM_MODES, augment, augment_inverse
 from amcfd.ops.guides import GUIDES
 from amcfd.progress import progress_bar
-from amcfd.provenance import file_sha256
+from amcfd.provenance import digest, file_sha256
 from amcfd.registry import ConfigError, check_kwargs
 
 log = logging.getLogger("amcfd")
@@ -104,8 +103,7 @@ class FrozenTeacher:
     def key(self) -> str:
         """Hash of the checkpoint's bytes and the teacher settings: what its outputs depend on."""
         if self._key is None:
-            text = json.dumps({"checkpoint": file_sha256(self.checkpoint), **self.settings}, sort_keys=True)
-            self._key = hashlib.sha256(text.encode()).hexdigest()
+            self._key = digest({"checkpoint": file_sha256(self.checkpoint), **self.settings})
         return self._key
 
     def parameters(self):
@@ -166,8 +164,7 @@ class TeacherTargets:
         """Cached parts: name -> (key of what it depends on, function). The guide (bilateral, NLM, the classical
         core) does not depend on the teacher, so changing one never recomputes the other."""
         def key(**what) -> str:
-            return hashlib.sha256(json.dumps({**what, "version": CACHE_VERSION}, sort_keys=True).encode()
-                                  ).hexdigest()[:20]
+            return digest({**what, "version": CACHE_VERSION})[:20]
 
         return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
                 "guide": (key(guide=self.guide, options=self.guide_options), self.guide_output)}

@@ -14,12 +14,12 @@ import copy
 
 import numpy as np
 
-from amcfd.noise.estimate import suggest_choices
+from amcfd.noise.estimate import MEASURED_SIDE, suggest_choices
 from amcfd.registry import METHODS, ConfigError
 
 AUTO = "auto"
 MAX_IMAGES = 32     # measure at most this many training images (evenly spaced); the medians settle well before
-MAX_SIDE = 1536     # of a larger image, the central MAX_SIDE x MAX_SIDE region is measured (time and memory)
+MAX_SIDE = MEASURED_SIDE   # of a larger image, the central MAX_SIDE x MAX_SIDE region is measured
 
 
 def auto_options(method_cfg: dict) -> list[str]:

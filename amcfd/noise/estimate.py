@@ -50,7 +50,17 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 import torch
 
+from amcfd.ops.bm3d import dct_matrix
+
 PD_CAP = 5  # largest suggested PD stride
+MEASURED_SIDE = 1536    # a larger image's noise is measured on its central square of this side (time and memory)
+
+
+def measured_region(image: torch.Tensor, side: int = MEASURED_SIDE) -> torch.Tensor:
+    """The central ``side`` x ``side`` region of a (..., H, W) image (a shorter side is kept whole)."""
+    h, w = image.shape[-2:]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[..., top:top + side, left:left + side]
 
 
 @functools.lru_cache(maxsize=8)
@@ -266,19 +276,9 @@ LEVEL_FRACTION = 0.2    # flattest share of the usable tiles that is measured
 LEVEL_MIN_TILES = 8     # ... but at least this many tiles
 LEVEL_BINS = 8          # intensity bins of the level-versus-intensity curve
 BAND_START = 3          # DCT frequencies k1 + k2 >= BAND_START (>= 1/8 cycle/px) measure a tile's noise energy
-LEVEL_CROP = 1536       # larger images: the central LEVEL_CROP x LEVEL_CROP region is measured
 CLIP_EPS = 0.5 / 255    # values this close to 0 or 1 count as clipped
 MAX_CLIPPED = 0.25      # tiles with a larger clipped share are used only where at least half the tiles have one
 CHI2_1_MEDIAN = 0.454936423119572   # median of a chi-square variable with 1 degree of freedom
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n: int) -> np.ndarray:
-    """(n, n) orthonormal DCT-II matrix: row k is the k-th basis vector."""
-    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    m[0] /= np.sqrt(2.0)
-    return m
 
 
 def _neighbour_max(stat: np.ndarray) -> np.ndarray:
@@ -299,15 +299,14 @@ def channel_noise_levels(image: torch.Tensor) -> list:
     if image.dim() == 4 and image.shape[0] != 1:
         raise ValueError(f"noise estimation: expected one image, got a batch of {image.shape[0]}")
     h, w = image.shape[-2:]
-    top, left = max(0, (h - LEVEL_CROP) // 2), max(0, (w - LEVEL_CROP) // 2)
-    x = _as_batch(image[..., top:top + LEVEL_CROP, left:left + LEVEL_CROP])[0].numpy()
+    x = _as_batch(measured_region(image))[0].numpy()
     c = x.shape[0]
     p = LEVEL_TILE
     nh, nw = x.shape[1] // p, x.shape[2] // p
     if nh < 2 or nw < 2:
         raise ValueError(f"noise estimation: image {h}x{w} is smaller than {2 * p}x{2 * p}")
     tiles = x[:, :nh * p, :nw * p].reshape(c, nh, p, nw, p).transpose(1, 3, 0, 2, 4).reshape(nh * nw, c, p, p)
-    dct = _dct_matrix(p)
+    dct = dct_matrix(p)
     coef = dct @ tiles @ dct.T                                                   # (N, C, P, P)
     k1, k2 = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     ring = k1 + k2

@@ -39,6 +39,12 @@ def dct_matrix(n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
+def dct2_matrix(n: int) -> np.ndarray:
+    """(n*n, n*n) orthonormal 2-D DCT of a row-major n x n patch: row (u, v) is the basis d_u d_v^T."""
+    return np.kron(dct_matrix(n), dct_matrix(n))
+
+
+@functools.lru_cache(maxsize=8)
 def haar_matrix(n: int) -> np.ndarray:
     """Orthonormal Haar matrix (n, n) for n a power of 2 (row 0: the mean)."""
     if n == 1:
@@ -57,8 +63,7 @@ def patch_noise_std(gamma: dict, patch: int = 8) -> np.ndarray:
     for (lx, ly), value in gamma.items():
         cov[(dx == lx) & (dy == ly)] = value
         cov[(dx == -lx) & (dy == -ly)] = value
-    d = dct_matrix(patch)
-    basis = np.kron(d, d)                                         # (P*P, P*P): rows are the 2-D DCT bases
+    basis = dct2_matrix(patch)                                    # (P*P, P*P): rows are the 2-D DCT bases
     var = np.einsum("fi,ij,fj->f", basis, cov, basis)
     return np.sqrt(np.maximum(var, 0)).reshape(patch, patch)
 
@@ -168,7 +173,7 @@ def _aggregate(numerator: torch.Tensor, weights: torch.Tensor, window: torch.Ten
 
 def _patch_dct(x: torch.Tensor, patch: int) -> torch.Tensor:
     """(C, H, W) -> (L, C, P*P): the 2-D DCT of every P x P patch (L = (H-P+1)(W-P+1) corners, row-major)."""
-    d = torch.from_numpy(np.kron(dct_matrix(patch), dct_matrix(patch))).to(x)        # (P*P, P*P)
+    d = torch.from_numpy(dct2_matrix(patch)).to(x)                                  # (P*P, P*P)
     return F.conv2d(x[:, None], d.reshape(-1, 1, patch, patch)).flatten(2).permute(2, 0, 1).contiguous()
 
 
@@ -195,7 +200,7 @@ def bm3d(x: torch.Tensor, sigma: torch.Tensor | np.ndarray | float, patch: int =
     y = _pad_to_grid(y, patch, step)
     size = tuple(y.shape[-2:])
     window = _kaiser(patch).to(y)
-    idct = torch.from_numpy(np.kron(dct_matrix(patch), dct_matrix(patch))).to(y)     # rows: bases (f, p)
+    idct = torch.from_numpy(dct2_matrix(patch)).to(y)                               # rows: bases (f, p)
     noisy_t = _patch_dct(y, patch)
 
     dist, pos = match_blocks(y[0].float(), patch, step, radius, group)

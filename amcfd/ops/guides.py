@@ -97,7 +97,6 @@ def image_level(image: torch.Tensor) -> float:
 THRESHOLDS = ("auto", "white", "spectrum")
 WHITE_STRENGTH = 4.0      # 'white': thresholds at this multiple of the flat-tile level (noise.estimate.noise_level)
 CORRELATED = 0.3          # 'auto': lag-1 noise correlation from which the noise counts as spatially correlated
-MEASURED_SIDE = 1536      # the noise of a larger image is measured on its central region of this side
 
 
 def bm3d_sigma(image: torch.Tensor, thresholds: str = "auto", strength: float | None = None):
@@ -112,15 +111,13 @@ def bm3d_sigma(image: torch.Tensor, thresholds: str = "auto", strength: float | 
       mildly correlated noise;
     * auto: 'white' when the measured lag-1 correlation is at least ``CORRELATED`` (0.3), else 'spectrum'.
     Unmeasurable (too small, or flat): 0, no filtering."""
-    from amcfd.noise.estimate import noise_stats
+    from amcfd.noise.estimate import measured_region, noise_stats
 
     if thresholds not in THRESHOLDS:
         raise ValueError(f"thresholds must be one of {THRESHOLDS}, got {thresholds!r}")
     if strength is not None and strength <= 0:
         raise ValueError(f"strength must be > 0, got {strength}")
-    h, w = image.shape[-2:]
-    top, left = max(0, (h - MEASURED_SIDE) // 2), max(0, (w - MEASURED_SIDE) // 2)
-    region = image[..., top:top + MEASURED_SIDE, left:left + MEASURED_SIDE]
+    region = measured_region(image)
     try:
         stats = noise_stats(region)
     except ValueError:
