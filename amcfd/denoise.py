@@ -1,25 +1,18 @@
 """``amcfd-denoise PHOTOS --output OUT``: from a folder of noisy photos to denoised photos in one command.
 
-Stages (each a normal experiment folder under ``--work``, default experiments/denoise_<folder>_<path hash>/):
+This module is the command line and its summary. The training is AM-CFD's three stages on the photos themselves
+(teacher, coarse, fine: amcfd/stages.py), run as a pipeline (engine/pipeline.py: each stage's identity, reuse,
+extension and resume), each a normal experiment folder under ``--work`` (default
+experiments/denoise_<folder>_<path hash>/); then the student denoises the photos (sub-folders too) into
+``--output``, mirroring the folder tree.
 
-1. teacher: AMSNet on the photos themselves, options/train/photos.yml (its ``auto`` choices come from them);
-2. coarse:  AM-CFD coarse distillation into a single-pass student (options/train/distill_coarse_cpu.yml; the
-   teacher with its own PD stride and recharge, without R3, one rotated view, tiled: its targets fit the budget);
-3. fine:    self-enhanced fine distillation (options/train/distill_fine_cpu.yml);
-4. the student denoises the photos (sub-folders too) into ``--output``, mirroring the folder tree.
-
-Budget: ``--budget-minutes`` is the training time, split 45 / 35 / 20 % over the stages. Each stage trains for
-its share on whatever device it runs (``train.max_minutes`` with ``fill_budget``: the iteration count is fitted
-to the time, up or down). On CUDA the packaged option files train larger networks (``CUDA_NETWORKS``: AMSNet's
-published NAFNet teacher, the paper's NAFNet student, batch 8). A budget too small for a stage to reach a tenth
-of its option file's ``total_iter`` (at least ``MIN_STEPS``) is refused before anything runs, with the smallest
-budget that works, estimated from a few timed steps (engine/budget.py).
-
-Reuse: a stage folder is named after its identity (engine/runs.py): the photos' paths, sizes and contents,
-the stage's resolved options (the budget included) and the stage it starts from. The same work is reused (or
-resumed after a crash); any difference trains anew in another folder, with one line saying what differed.
-``--keep student`` keeps the fine stage only: a rerun with the same photos and options trains nothing; ``--keep``
-(student or outputs) also removes the folders of stages superseded by a newer identity (other options or photos).
+Budget: ``--budget-minutes`` is the training time, split over the stages (``stages.SHARE``). A budget too small
+for a stage to reach a tenth of its option file's ``total_iter`` is refused before anything runs, with the
+smallest budget that works, estimated from a few timed steps (engine/budget.py). A rerun reuses finished stages;
+with a larger budget the teacher goes on from where it stopped and the students train again from the better
+teacher; a smaller one reuses what is there. Folders of stages superseded by this run (other options or photos)
+and the teacher's targets (a cache for an interrupted coarse stage) are removed once the photos are written;
+``--keep student`` keeps only the fine stage, ``--keep outputs`` nothing.
 ``--method classical`` skips training: the classical core (methods/classical.py: BM3D at a multiple of each
 photo's own noise level, seconds per photo). ``--pretrained FILE`` skips training and denoises with a checkpoint
 (ours, one imported by scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``).
@@ -40,21 +33,8 @@ from pathlib import Path
 
 from amcfd.registry import ConfigError
 
-STAGES = ("teacher", "coarse", "fine")
-SHARE = {"teacher": 0.45, "coarse": 0.35, "fine": 0.20}   # of --budget-minutes
-FILES = {"teacher": "photos.yml", "coarse": "distill_coarse_cpu.yml", "fine": "distill_fine_cpu.yml"}
 KEEP = ("all", "student", "outputs")
 DEFAULT_BUDGET = 30.0       # --budget-minutes
-# The coarse stage's teacher targets are computed inside its budget: without R3 and with one rotated view they
-# take seconds per photo (P-E with 3 views took most of the stage's budget). Tiled, so 12-megapixel photos fit.
-TEACHER_R3, TEACHER_VIEWS, TEACHER_TILE = False, [1], 512
-TARGET_PIXELS = 1 << 20     # per photo: a larger one gives the coarse stage 512x512 regions of this many pixels
-MIN_STEP_SHARE, MIN_STEPS = 0.1, 20     # the least a stage must train: this share of its total_iter, at least this
-# On CUDA (packaged option files only): the networks the budget can train there.
-CUDA_NETWORKS = {"teacher": {"type": "NAFNetBase", "preset": "published"},
-                 "coarse": {"type": "NAFNet", "preset": "amcfd_student"},
-                 "fine": {"type": "NAFNet", "preset": "amcfd_student"}}
-CUDA_BATCH = 8
 CLASSICAL_MODEL = "the classical core (BM3D at a multiple of each photo's own noise level; no training)"
 
 
@@ -67,11 +47,13 @@ seconds per photo); --pretrained uses a checkpoint or a released model instead."
 
 EPILOG = """stages and reuse:
   Each stage is an experiment folder under --work named after what it depends on (the photos' contents, the
-  stage's options, the budget, the stage before it). A rerun reuses finished stages and resumes an interrupted
-  one (even after kill -9) within what is left of its budget; anything changed trains anew in a new folder.
+  stage's options, the stage before it). A rerun reuses finished stages and resumes an interrupted one (even
+  after kill -9) within what is left of its budget. A larger --budget-minutes extends the teacher from where it
+  stopped and trains the students again; a smaller one reuses the stages as they are. Other options or photos
+  train anew, and the folders they supersede are removed once the photos are written.
   One run at a time per work folder: a lock covers the whole run.
 --keep:
-  all (default) keeps every stage; student keeps the fine stage only (a rerun still trains nothing);
+  all (default) keeps this run's stages; student keeps the fine stage only (a rerun still trains nothing);
   outputs removes the stage folders once the photos are written.
 outputs:
   Same names and sub-folders as the photos (JPEG written as PNG), size, bit depth, alpha, colour profile and
@@ -121,105 +103,6 @@ def default_work(source: Path) -> Path:
     return Path("experiments") / f"denoise_{resolved.name}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
 
 
-def stage_recipe(stage: str, args, device_type: str) -> dict:
-    """The options of one stage that its result depends on: the option file, the device rule, the budget."""
-    from amcfd import options
-    from amcfd.data.folders import training_set_on
-
-    opt = options.load_options(Path(args.options or options.CONFIG_DIR) / "train" / FILES[stage])
-    train_set = training_set_on({"type": "NoisyFolder", "root": None}, opt["datasets"]["train"])
-    if device_type == "cuda" and not args.options:
-        opt["network"] = dict(CUDA_NETWORKS[stage])
-        train_set["batch_size"] = CUDA_BATCH
-    opt["datasets"] = {"train": train_set}
-    opt["val"] = {**opt.get("val", {}), "val_freq": 0}
-    opt["train"] = {**opt["train"], "max_minutes": args.budget_minutes * SHARE[stage], "fill_budget": True}
-    opt["logger"] = {**opt.get("logger", {}), "use_tb_logger": False}
-    opt.pop("name", None)
-    opt.get("path", {}).pop("pretrain_network", None)
-    if stage == "coarse":                 # the teacher's checkpoint and method come from the teacher stage
-        teacher = {k: v for k, v in opt["method"]["teacher"].items() if k not in ("checkpoint", "method")}
-        opt["method"] = {**opt["method"], "teacher": {**teacher, "tile": TEACHER_TILE}, "aug_modes": TEACHER_VIEWS}
-        opt["datasets"]["train"]["max_pixels"] = TARGET_PIXELS      # targets of big photos: regions of them
-    return opt
-
-
-def stage_options(stage: str, recipe: dict, args, work: Path, folder: Path, previous: Path | None) -> dict:
-    """The recipe made runnable: name, folders, the photos, the device and the checkpoint it starts from."""
-    import copy
-
-    from amcfd.engine.checkpoint import load_checkpoint
-
-    opt = copy.deepcopy(recipe)
-    opt["name"], opt["device"] = folder.name, args.device
-    opt.setdefault("path", {})["experiments_root"] = str(work)
-    opt["datasets"]["train"]["root"] = str(args.photos)
-    if stage == "coarse":
-        teacher_method = load_checkpoint(previous)["opt"]["method"]
-        opt["method"]["teacher"].update(checkpoint=str(previous), cache_dir=str(work / "teacher_targets"),
-                                        method={"pd_test": teacher_method["pd_test"], "r3": TEACHER_R3})
-    if stage == "fine":
-        opt["path"]["pretrain_network"] = str(previous)
-    return opt
-
-
-def plan_stages(args, source: Path, photos: list[Path], work: Path, device_type: str) -> list[dict]:
-    """Per stage: its record (identity), folder, recipe, and whether a finished run of it exists."""
-    from amcfd.engine.checkpoint import finished_run
-    from amcfd.engine.runs import files_digest, identity_options, stage_folder, stage_record
-
-    images = files_digest(photos, source)
-    plan, previous = [], None
-    for stage in STAGES:
-        recipe = stage_recipe(stage, args, device_type)
-        constants = {"TEACHER_R3": TEACHER_R3} if stage == "coarse" else {}     # set after the recipe
-        record = stage_record(stage, images, identity_options(recipe, constants), previous)
-        folder = stage_folder(work, record)
-        plan.append({"stage": stage, "record": record, "folder": folder, "recipe": recipe,
-                     "done": finished_run(folder)})
-        previous = record["identity"]
-    return plan
-
-
-def minimum_budget(plan: list[dict], photos: list[Path], device) -> tuple[float, str]:
-    """(the smallest --budget-minutes with which every stage still to train reaches its minimum steps, which
-    stage limits it). Estimates: engine/budget.py; the coarse stage adds its teacher targets."""
-    from amcfd.engine.budget import inference_seconds_per_pixel, step_seconds
-    from amcfd.options import DEFAULTS
-
-    need, why = 0.0, ""
-    teacher_recipe = plan[0]["recipe"]
-    for entry in plan:
-        recipe = entry["recipe"]
-        steps = max(MIN_STEPS, int(MIN_STEP_SHARE * recipe["train"].get("total_iter", DEFAULTS["train"]["total_iter"])))
-        seconds = steps * step_seconds(recipe, device)
-        extra = ""
-        if entry["stage"] == "coarse":
-            teacher = {**teacher_recipe, "method": {**teacher_recipe["method"], "r3": TEACHER_R3}}
-            target_seconds = ((1 + len(TEACHER_VIEWS)) * pixels(photos, TARGET_PIXELS)
-                              * inference_seconds_per_pixel(teacher, device))
-            seconds += target_seconds
-            extra = f" and {target_seconds / 60:.1f} min of teacher targets"
-        minutes = seconds / 60 / SHARE[entry["stage"]]
-        if minutes > need:
-            need, why = minutes, f"the {entry['stage']} stage needs {steps} steps{extra}"
-    return need, why
-
-
-def pixels(photos: list[Path], per_photo: int) -> int:
-    """Pixels of the photos, at most ``per_photo`` each, from their headers; a header that cannot be read counts
-    as ``per_photo`` (the budget estimate errs on the safe side)."""
-    from PIL import Image
-
-    total = 0
-    for path in photos:
-        size = per_photo
-        with contextlib.suppress(Exception), Image.open(path) as image:
-            size = min(per_photo, image.size[0] * image.size[1])
-        total += size
-    return total
-
-
 @contextlib.contextmanager
 def stage_guard(stage: str, log_file: Path):
     """An unexpected exception in a stage (an internal FileNotFoundError too) becomes one line naming the stage and
@@ -249,37 +132,6 @@ def _record_failure(stage: str, log_file: Path, exc: Exception):
         f.write(traceback.format_exc())
     first = (str(exc).strip().splitlines() or [""])[0]
     raise TrainingError(f"stage '{stage}' failed: {type(exc).__name__}: {first} (traceback in {log_file})") from None
-
-
-def train_stage(entry: dict, args, work: Path, previous: Path | None, summary: dict, started: float) -> Path:
-    """Run (or resume, or reuse) one stage; returns its final checkpoint. ``started``: the command's start
-    (perf_counter), from which the summary counts the stage's first step."""
-    from amcfd.engine.checkpoint import finished_run
-    from amcfd.engine.runs import latest_other_record, what_differs, write_record
-    from amcfd.engine.trainer import Trainer
-    from amcfd.options import validate
-
-    stage, folder, record = entry["stage"], entry["folder"], entry["record"]
-    done = finished_run(folder)
-    if done is not None:
-        print(f"[{stage}] the same work finished before: {done}", file=sys.stderr)
-        summary[stage] = {"steps": int(done.stem.split("_")[1]), "minutes": None, "folder": str(folder)}
-        return done
-    if not folder.is_dir():
-        other = latest_other_record(work, record)
-        if other is not None:
-            print(f"[{stage}] not the same work as {other[0]} ({what_differs(other[1], record)}): training anew "
-                  f"in {folder}", file=sys.stderr)
-    write_record(folder, record)
-    print(f"[{stage}] training for {args.budget_minutes * SHARE[stage]:.1f} min in {folder}", file=sys.stderr)
-    start = time.perf_counter()
-    with stage_guard(stage, folder / "train.log"):
-        opt = validate(stage_options(stage, entry["recipe"], args, work, folder, previous), "train")
-        trainer = Trainer(opt, auto_resume=True)
-        trainer.train()
-    summary[stage] = {"steps": trainer.iteration, "minutes": (time.perf_counter() - start) / 60,
-                      "first_step_s": (trainer.first_step_done or time.perf_counter()) - started, "folder": str(folder)}
-    return finished_run(folder)
 
 
 def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict:
@@ -353,28 +205,38 @@ def check_arguments(args) -> tuple[Path, Path]:
 
 def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
               started: float) -> tuple[Path, list[Path]]:
-    """The three stages, from the last one already done; a too-small budget is refused before any runs.
-    Returns (the student's checkpoint, the folders ``--keep`` removes once the photos are written)."""
+    """AM-CFD's stages (amcfd/stages.py) through the pipeline; a too-small budget is refused before any runs.
+    Returns (the student's checkpoint, the folders removed once the photos are written: superseded stages, and
+    what ``--keep`` does not keep)."""
+    from amcfd.engine.budget import minimum_budget
     from amcfd.engine.inference import select_device
+    from amcfd.engine.pipeline import Pipeline
+    from amcfd.engine.runs import files_digest
+    from amcfd.stages import amcfd_stages
 
     device = select_device(args.device)
     with stage_guard("plan", work / "denoise.log"):
-        plan = plan_stages(args, source, photos, work, device.type)
-        first = max((i + 1 for i, e in enumerate(plan) if e["done"] is not None), default=0)
-        need, why = minimum_budget(plan[first:], photos, device) if first < len(plan) else (0.0, "")
+        stages = amcfd_stages(source, args.options and Path(args.options), device.type)
+        for stage in stages:
+            stage.options["device"] = args.device
+        pipeline = Pipeline(work, stages, files_digest(photos, source), args.budget_minutes, source,
+                            say=lambda line: print(line, file=sys.stderr))
+        need, why = minimum_budget(pipeline, photos, device)
     if args.budget_minutes < need:
         raise ConfigError(f"--budget-minutes {args.budget_minutes:g} is too small for {len(photos)} photo(s) "
                           f"on {device.type}: {why}; give --budget-minutes {need * 1.1:.2g} or more (estimated)")
-    previous = None
-    for i, entry in enumerate(plan):
-        if i >= first or entry["done"] is not None:          # stages before a finished one may be gone (--keep)
-            previous = train_stage(entry, args, work, previous, summary, started)
-    current = {e["folder"] for e in plan}
-    superseded = [p for p in sorted(work.glob("*-*")) if p.is_dir() and p.name.split("-")[0] in STAGES
-                  and p not in current]             # stages of earlier options or photos in this work folder
-    gone = [] if args.keep == "all" else superseded + [work / "teacher_targets"] + \
-        [e["folder"] for e in plan if e["stage"] != "fine" or args.keep == "outputs"]
-    return previous, gone
+    needed = pipeline.needed()
+    student = pipeline.run(guard=lambda planned: stage_guard(planned.stage.name, planned.folder / "train.log"))
+    for name in needed:
+        planned = pipeline.plan[name]
+        trainer, minutes = planned.ran["trainer"], planned.ran["minutes"]
+        summary[name] = {"steps": int(planned.done.stem.split("_")[1]), "minutes": minutes,
+                         "first_step_s": trainer.first_step_done - started if trainer and trainer.first_step_done
+                         else None, "folder": str(planned.folder)}
+    gone = pipeline.superseded() + [work / "teacher_targets"]     # the targets: a cache for a resumed coarse stage
+    if args.keep != "all":
+        gone += [p.folder for p in pipeline.plan.values() if p.stage.name != "fine" or args.keep == "outputs"]
+    return student, gone
 
 
 def run(argv=None) -> dict:
@@ -415,7 +277,7 @@ def run(argv=None) -> dict:
 
 def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
     lines = ["", "| stage | steps | minutes | first step (s after the start) |", "|---|---|---|---|"]
-    for stage in STAGES:
+    for stage in ("teacher", "coarse", "fine"):
         if stage in summary:
             s = summary[stage]
             minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"

@@ -65,7 +65,7 @@ def test_missing_cuda_device():
 
 def test_budget_estimate_counts_an_unreadable_header_as_a_whole_photo(tmp_path):
     from amcfd.data.imageio import write_image
-    from amcfd.denoise import pixels
+    from amcfd.engine.budget import pixels
 
     write_image(tmp_path / "a.png", np.zeros((20, 30, 3)))
     (tmp_path / "b.png").write_bytes(b"not an image")

@@ -84,19 +84,25 @@ def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monke
     assert png is not None and png.shape[0] > 300 and (png < 250).any()
 
     # a rerun keeps the stages and rows; a forced stage is retrained, and the stage that uses it too
-    student_ckpt = tmp_path / "work" / "tiny" / "experiments" / "student" / "models" / "iter_00000003.pth"
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "tiny" / "experiments").rglob("*.pth")}
+    experiments = tmp_path / "work" / "tiny" / "experiments"
+
+    def final(stage: str) -> Path:
+        (folder,) = [p for p in experiments.glob(f"{stage}-*") if p.is_dir()]     # one folder per stage
+        return next((folder / "models").glob("iter_*.pth"))
+
+    stamps = {p: p.stat().st_mtime_ns for p in experiments.rglob("*.pth")}
     assert script.main(["-opt", str(config), "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    student_ckpt = final("student")
     assert script.main(["-opt", str(config), "--quiet", "--force", "AMSNet"]) == 0
-    assert student_ckpt.stat().st_mtime_ns != stamps[student_ckpt]
-    # a training image with other contents under the same name: the stage is trained again, never kept
-    teacher_ckpt = tmp_path / "work" / "tiny" / "experiments" / "AMSNet" / "models" / "iter_00000003.pth"
-    before = teacher_ckpt.stat().st_mtime_ns
+    assert final("student").stat().st_mtime_ns != stamps[student_ckpt]
+    # a training image with other contents under the same name: the stage is trained again in a new folder, and
+    # the folder of the old images is removed
+    teacher_ckpt = final("AMSNet")
     image = tmp_path / "pairs" / "noisy" / "img0.png"
     cv2.imwrite(str(image), np.ascontiguousarray(cv2.imread(str(image))[::-1]))
     assert script.main(["-opt", str(config), "--quiet"]) == 0
-    assert teacher_ckpt.stat().st_mtime_ns != before
+    assert final("AMSNet") != teacher_ckpt and not teacher_ckpt.exists()
 
 
 def test_a_stage_whose_loss_rose_is_reported_with_the_trainers_warning(tmp_path, monkeypatch):

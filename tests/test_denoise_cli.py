@@ -108,29 +108,41 @@ def test_rerun_reuses_the_same_work_and_keep_student_then_trains_nothing(photos,
     args = ("noisy", "--output", "out2", "--options", "opts", "--work", "runs")
     again = run(*args, cwd=photos)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("the same work finished before") == 3 and "training for" not in again.stderr
+    assert again.stderr.count("the same work finished before") == 1 and "training for" not in again.stderr   # fine
     own = photos / "runs_student"                        # a copy: the module's shared work folder stays whole
     shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
     args = ("noisy", "--output", "out2", "--options", "opts", "--work", "runs_student")
     kept = run(*args, "--keep", "student", cwd=photos)
-    assert kept.returncode == 0 and kept.stderr.count("finished before") == 3
+    assert kept.returncode == 0 and kept.stderr.count("finished before") == 1
     assert not stage_folders(own, "teacher") and not stage_folders(own, "coarse") and stage_folders(own, "fine")
     after = run(*args, cwd=photos)                      # the student's folder alone is enough: nothing trains
     assert after.returncode == 0, after.stderr[-3000:]
     assert "training for" not in after.stderr and "| fine |" in after.stdout and "| teacher |" not in after.stdout
 
 
-def test_keep_also_removes_stages_superseded_by_newer_options(photos, trained):
+def old_record(folder: Path, stage: str, source: Path) -> Path:
+    """A finished-looking stage folder of earlier options (another identity) for the photos in ``source``."""
+    from amcfd.engine.runs import write_record
+
+    write_record(folder, {"stage": stage, "identity": "0123456789", "source": str(source.resolve())})
+    (folder / "models").mkdir()
+    (folder / "models" / "iter_00000004.pth").write_bytes(b"old")
+    return folder
+
+
+def test_superseded_stages_are_removed_and_keep_student_keeps_only_the_student(photos, trained):
     work, _ = trained
     own = photos / "runs_superseded"
     shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
-    old = own / "teacher-0123456789"                     # a teacher of earlier options, never to be reused
-    (old / "models").mkdir(parents=True)
-    (old / "models" / "iter_00000004.pth").write_bytes(b"old")
+    old = old_record(own / "teacher-0123456789", "teacher", photos / "noisy")       # never to be reused
+    other = old_record(own / "teacher-9876543210", "teacher", photos / "elsewhere")  # another folder's photos
+    result = run("noisy", "--output", "out_sup", "--options", "opts", "--work", "runs_superseded", cwd=photos)
+    assert result.returncode == 0 and "training for" not in result.stderr, result.stderr[-3000:]
+    assert not old.exists() and other.exists() and len(stage_folders(own, "coarse")) == 1
     result = run("noisy", "--output", "out_sup", "--options", "opts", "--work", "runs_superseded", "--keep",
                  "student", cwd=photos)
-    assert result.returncode == 0 and "training for" not in result.stderr, result.stderr[-3000:]
-    assert not old.exists() and sorted(p.name.split("-")[0] for p in own.iterdir() if p.is_dir()) == ["fine"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name.split("-")[0] for p in own.iterdir() if p.is_dir()) == ["fine", "teacher"]   # + other's
 
 
 def test_keep_outputs_writes_every_photo_and_leaves_no_checkpoint(photos):
@@ -142,14 +154,39 @@ def test_keep_outputs_writes_every_photo_and_leaves_no_checkpoint(photos):
     assert not list((photos / "runs_keep").rglob("*.pth")) and not (photos / "runs_keep" / "teacher_targets").exists()
 
 
+def test_a_larger_budget_extends_the_teacher_and_retrains_the_students(photos, trained):
+    work, _ = trained
+    own = photos / "runs_budget"
+    shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
+    (teacher,) = stage_folders(own, "teacher")
+    steps = load_checkpoint(finished_run(teacher))["iteration"]
+    more = run("noisy", "--output", "out_budget", "--options", "opts", "--work", "runs_budget", cwd=photos,
+               budget="0.12")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "[teacher] extending the finished run" in more.stderr and more.stderr.count("training anew") == 2
+    assert stage_folders(own, "teacher") == [teacher] and load_checkpoint(finished_run(teacher))["iteration"] > steps
+    assert len(stage_folders(own, "coarse")) == len(stage_folders(own, "fine")) == 1     # the old ones removed
+    log = (teacher / "train.log").read_text()
+    assert "resumed from" in log
+    less = run("noisy", "--output", "out_budget2", "--options", "opts", "--work", "runs_budget", cwd=photos)
+    assert less.returncode == 0 and "[fine] the same work finished before" in less.stderr, less.stderr[-3000:]
+    assert "training" not in less.stderr
+
+
 def test_changed_option_retrains_in_a_new_folder_and_says_why(photos, trained):
     work, _ = trained
-    before = {stage: stage_folders(work, stage) for stage in ("fine",)}
-    result = run("noisy", "--output", "out3", "--options", "opts", "--work", "runs", cwd=photos, budget="0.07")
+    own = photos / "runs_changed"
+    shutil.copytree(work, own, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(photos / "opts", photos / "opts_changed")
+    teacher_file = photos / "opts_changed" / "train" / "photos.yml"
+    teacher_file.write_text(teacher_file.read_text().replace("total_iter: 4", "total_iter: 5"))
+    before = set(own.glob("*-*"))
+    result = run("noisy", "--output", "out3", "--options", "opts_changed", "--work", "runs_changed", cwd=photos)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stderr.splitlines() if "not the same work" in x)
-    assert "train.max_minutes" in line and "training anew in" in line
-    assert set(before["fine"]) < set(stage_folders(work, "fine"))            # the old run is still there
+    line = next(x for x in result.stderr.splitlines() if x.startswith("[teacher] not the same work"))
+    assert "train.total_iter 4 -> 5" in line and "training anew in" in line
+    assert all(len(stage_folders(own, s)) == 1 for s in ("teacher", "coarse", "fine"))
+    assert not before & set(own.glob("*-*")) and not (own / "teacher_targets").exists()   # the old ones removed
 
 
 def test_same_folder_name_different_photos_get_different_models(tmp_path):

@@ -31,3 +31,14 @@ def test_the_engine_never_names_the_hub():
     engine = Path(__file__).resolve().parents[1] / "amcfd" / "engine"
     offenders = [p.name for p in engine.rglob("*.py") if "amcfd.hub" in p.read_text()]
     assert offenders == []
+
+
+def test_the_engine_never_names_the_commands_above_it():
+    """The pipeline of stages is in the engine; the stages it runs are declared above it (amcfd/stages.py for
+    amcfd-denoise, the benchmark's presets), never the other way round."""
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[1] / "amcfd" / "engine"
+    above = ("amcfd.stages", "amcfd.denoise", "amcfd.cli", "amcfd.analysis")
+    offenders = [p.name for p in engine.rglob("*.py") if any(name in p.read_text() for name in above)]
+    assert offenders == []

@@ -8,7 +8,8 @@ import pytest
 from conftest import load_script
 from test_benchmark import make_pairs
 
-from amcfd.analysis.benchmark import load_benchmark, stage_options
+from amcfd.analysis.benchmark import load_benchmark, stages
+from amcfd.engine.pipeline import Pipeline
 from amcfd.options import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,14 +41,12 @@ def test_preset_loads_and_its_stages_are_valid_options(preset, pairs, tmp_path, 
     monkeypatch.chdir(REPO)
     cfg = load(preset, pairs)
     assert cfg["name"] and cfg["methods"]
-    checkpoints = {}
-    for entry in cfg["methods"]:
-        if not entry.get("train"):
-            continue
-        opt = validate(stage_options(cfg, entry, tmp_path, checkpoints), "train")
+    pipeline = Pipeline(tmp_path, stages(cfg), {})
+    for name, planned in pipeline.plan.items():          # each stage linked to its stand-in predecessors
+        opt = validate(pipeline.runnable(planned), "train")
         assert opt["train"]["total_iter"] % opt["logger"]["save_checkpoint_freq"] == 0     # the final step is saved
-        checkpoints[entry["name"]] = tmp_path / f"{len(checkpoints)}.pth"
-        checkpoints[entry["name"]].touch()
+        pipeline.checkpoints[name] = tmp_path / f"{len(pipeline.checkpoints)}.pth"
+        pipeline.checkpoints[name].touch()
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

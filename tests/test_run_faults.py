@@ -3,11 +3,11 @@ budgets (fill, warm-up, refusal) and stage identity."""
 from __future__ import annotations
 
 import errno
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_engine import tiny_options
 
 from amcfd.cli import main_test
@@ -46,13 +46,27 @@ def test_resume_passes_over_a_truncated_checkpoint(tmp_path, capsys):
     assert finished_run(trainer.exp_dir) is None                     # iteration 3 of 4: not finished
 
 
+class FullDiskFile(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes: the write that does not fit writes what fits, then
+    fails with ENOSPC, as a real full disk does."""
+    room = 4096
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            super().write(bytes(data)[: max(0, self.room - self.tell())])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
 def test_full_disk_while_checkpointing_keeps_the_earlier_ones(tmp_path, monkeypatch, capsys):
     from amcfd.cli import main_train
 
     first = Trainer(tiny_options(tmp_path, total_iter=2))
     first.train()
     saved = {p.name: p.read_bytes() for _, p in iteration_checkpoints(first.ckpt_dir)}
-    monkeypatch.setattr(checkpoint.torch, "save", _full_disk_after(0, torch.save))
+    # every file the checkpoint module opens for writing is on the full disk (the data, not the call, fails)
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode="r": FullDiskFile(path, mode.replace("b", "")),
+                        raising=False)
     options = tmp_path / "tiny.yml"
     import yaml
 
@@ -133,15 +147,15 @@ def test_without_fill_budget_the_budget_only_shortens(tmp_path):
 
 def test_identity_covers_images_options_and_the_stage_before():
     images = {"a.png": [10, "x"], "b.png": [10, "y"]}
-    base = stage_record("teacher", images, {"train": {"max_minutes": 4.5}}, None)
-    assert stage_record("teacher", dict(images), {"train": {"max_minutes": 4.5}}, None)["identity"] == base["identity"]
+    base = stage_record("teacher", images, {"train": {"total_iter": 4}}, None)
+    assert stage_record("teacher", dict(images), {"train": {"total_iter": 4}}, None)["identity"] == base["identity"]
     other_images = stage_record("teacher", {**images, "b.png": [11, "z"], "c.png": [1, "w"]},
-                                {"train": {"max_minutes": 4.5}}, None)
-    other_options = stage_record("teacher", images, {"train": {"max_minutes": 9}}, None)
-    other_from = stage_record("teacher", images, {"train": {"max_minutes": 4.5}}, "abc")
+                                {"train": {"total_iter": 4}}, None)
+    other_options = stage_record("teacher", images, {"train": {"total_iter": 9}}, None)
+    other_from = stage_record("teacher", images, {"train": {"total_iter": 4}}, {"teacher": "abc"})
     assert len({r["identity"] for r in (base, other_images, other_options, other_from)}) == 4
     assert what_differs(base, other_images) == "images: 1 changed, 1 added"
-    assert what_differs(base, other_options) == "options: train.max_minutes 4.5 -> 9"
+    assert what_differs(base, other_options) == "options: train.total_iter 4 -> 9"
     assert what_differs(base, other_from) == "the stage it starts from differs"
 
 
@@ -159,6 +173,7 @@ def test_identity_hashes_the_defaults_constants_and_version_but_not_logging(monk
 
     base = identity()
     assert identity({**recipe, "logger": {"print_freq": 500}, "val": {"val_freq": 7}}) == base   # no effect
+    assert identity({**recipe, "train": {"max_minutes": 9}, "device": "cuda"}) == base    # the budget: extends
     assert identity(constants={"TEACHER_R3": True}) != base
     monkeypatch.setitem(DEFAULTS["train"], "ema_decay", 0.5)                  # a changed default
     assert identity() != base
@@ -171,16 +186,12 @@ def test_identity_hashes_the_defaults_constants_and_version_but_not_logging(monk
 
 
 def test_cuda_rule_picks_the_published_networks_for_the_packaged_options_only(tmp_path):
-    from argparse import Namespace
+    from test_denoise_cli import tiny_options
 
-    from test_denoise_cli import tiny_options as stage_options
+    from amcfd.stages import CUDA_NETWORKS, SHARE, stage_options
 
-    from amcfd.denoise import CUDA_NETWORKS, STAGES, stage_recipe
-
-    packaged = Namespace(options=None, budget_minutes=10.0)
-    for stage in STAGES:
-        cpu, cuda = stage_recipe(stage, packaged, "cpu"), stage_recipe(stage, packaged, "cuda")
+    for stage in SHARE:
+        cpu, cuda = stage_options(stage, None, "cpu"), stage_options(stage, None, "cuda")
         assert cuda["network"] == CUDA_NETWORKS[stage] != cpu["network"]
-        assert cuda["train"]["fill_budget"] and cuda["train"]["max_minutes"] == cpu["train"]["max_minutes"]
-    given = Namespace(options=str(stage_options(tmp_path / "opts")), budget_minutes=10.0)
-    assert stage_recipe("teacher", given, "cuda")["network"]["type"] == "DnCNN"
+        assert cuda["train"]["fill_budget"] and cpu["train"]["fill_budget"]
+    assert stage_options("teacher", tiny_options(tmp_path / "opts"), "cuda")["network"]["type"] == "DnCNN"

@@ -32,9 +32,11 @@ Benchmark option file::
         rows: {TM-BSN: {}}
         note: not trained on this data
 
-A row that fails is recorded with its error and the others still run. A finished stage whose options (every
-default filled in, as amcfd-denoise's stage identity) and training images (their contents) did not change is
-kept, and so is a row already scored on the same checkpoint with the same options, unless forced.
+A row that fails is recorded with its error and the others still run. The trained entries are the stages of a
+pipeline (engine/pipeline.py, as amcfd-denoise's): each in <work>/<name>/experiments/<entry>-<identity>, named
+after its options (every default filled in), the training images' contents and the stages it starts from, so a
+finished stage is kept unless forced (a larger ``train.max_minutes`` extends it), and so is a row already scored
+on the same checkpoint with the same options.
 A stage whose training loss rose and stayed up (the trainer's warning, e.g. a learning rate too high for the
 method) is reported with that warning, and a stage's ``auto`` choices with what they were measured from.
 """
@@ -42,7 +44,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
 from pathlib import Path
 
@@ -157,32 +158,39 @@ def rows_of(entry: dict) -> dict:
     return dict(entry.get("rows") or {entry["name"]: {}})
 
 
-def stage_options(cfg: dict, entry: dict, work: Path, checkpoints: dict) -> dict:
+def stage_options(cfg: dict, entry: dict) -> dict:
     """A trained entry's option dict: its option file, the benchmark's training images (keeping the file's crop,
-    batch and loader settings), no validation, quiet console, then ``budget`` and the entry's ``set``."""
+    batch and loader settings), no validation, quiet console, then ``budget`` and the entry's ``set``. The
+    checkpoints it starts from or distils are linked by the pipeline (``stages``)."""
     from amcfd.data.folders import training_set_on
     from amcfd.options import apply_overrides, load_options
 
     opt = load_options(entry["train"])
-    opt["name"], opt["device"] = entry["name"], cfg["device"]
+    opt["device"] = cfg["device"]
     train, _ = dataset_entries(cfg)
     if not cfg.get("datasets"):          # the benchmark's images: keep the file's crops, batch and loader
         train = training_set_on(train, opt.get("datasets", {}).get("train", {}), FOLDER_SAMPLING)
     opt["datasets"] = {"train": train}
     opt["val"] = {**opt.get("val", {}), "val_freq": 0}
     opt["logger"] = {**opt.get("logger", {}), "use_tb_logger": False, "progress_bar": True}
-    opt.setdefault("path", {})["experiments_root"] = str(work / "experiments")
-    if entry.get("from"):
-        opt["path"]["pretrain_network"] = str(checkpoints[entry["from"]])
+    opt.get("path", {}).pop("pretrain_network", None)
     if entry.get("teacher"):
-        opt["method"].setdefault("teacher", {})["checkpoint"] = str(checkpoints[entry["teacher"]])
-        opt["method"]["teacher"]["cache_dir"] = str(work / "teacher_targets")
+        opt["method"].setdefault("teacher", {}).pop("checkpoint", None)
     overrides = [f"{k}={_yaml_value(v)}" for k, v in {**cfg["budget"], **(entry.get("set") or {})}.items()]
     opt = apply_overrides(opt, overrides)
     saves = opt.setdefault("logger", {}).get("save_checkpoint_freq", 0)
     if not saves or opt["train"]["total_iter"] % saves:          # the final step is saved
         opt["logger"]["save_checkpoint_freq"] = opt["train"]["total_iter"]
     return opt
+
+
+def stages(cfg: dict) -> list:
+    """The benchmark's trained entries as pipeline stages (engine/pipeline.py): ``from`` starts from an earlier
+    stage's final checkpoint, ``teacher`` distils it."""
+    from amcfd.engine.pipeline import Stage
+
+    return [Stage(entry["name"], stage_options(cfg, entry), starts_from=entry.get("from"), teacher=entry.get("teacher"))
+            for entry in cfg["methods"] if entry.get("train")]
 
 
 def _yaml_value(value) -> str:
@@ -210,13 +218,13 @@ class Benchmark:
 
     def __init__(self, cfg: dict, force: bool | list = False, progress: bool = True):
         self.cfg, self.force, self.progress = cfg, force, progress
-        self.images: dict = {}                       # training root -> training_images(root)
         self.work = Path(cfg["work"]) / cfg["name"]
         self.work.mkdir(parents=True, exist_ok=True)
         self.state_file = self.work / "state.json"
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"rows": {}}
         self.checkpoints: dict[str, Path] = {}
         self.retrained: set[str] = set()
+        self.pipeline = None                         # the trained entries' stages, planned when the run starts
 
     def forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, list) and name in self.force)
@@ -227,6 +235,10 @@ class Benchmark:
         tmp.replace(self.state_file)
 
     def run(self) -> dict:
+        from amcfd.engine.pipeline import Pipeline
+
+        root = dataset_entries(self.cfg)[0].get("root")
+        self.pipeline = Pipeline(self.work / "experiments", stages(self.cfg), training_images(root), source=root)
         noisy = self.score("noisy input", {"kind": "reference"}, lambda: (lambda x: x, None))
         for entry in self.cfg["methods"]:
             self.run_entry(entry)
@@ -239,7 +251,7 @@ class Benchmark:
             if any(d not in self.checkpoints for d in depends):
                 raise RuntimeError(f"needs {', '.join(depends)}, which failed")
             if entry.get("train"):
-                self.checkpoints[name] = self.train(entry)
+                self.checkpoints[name] = self.train(entry)     # the pipeline links the stages by name
             elif entry.get("checkpoint"):        # a path, or a released model's name (fetched once)
                 self.checkpoints[name] = Path(resolve_checkpoint(entry["checkpoint"]))
         except Exception as exc:                 # noqa: BLE001 - a failed method is reported, the others go on
@@ -271,43 +283,28 @@ class Benchmark:
         self.save_state()
 
     def train(self, entry: dict) -> Path:
-        """Train the stage unless it finished before with the same options (and is not forced)."""
-        from amcfd.engine.checkpoint import finished_run
-        from amcfd.engine.runs import identity_options
-        from amcfd.engine.trainer import Trainer
-        from amcfd.options import validate
+        """Run the entry's stage through the pipeline (reused when the same work finished before, unless forced);
+        a stage trained now is recorded for the report, and the folders of its earlier identities are removed."""
+        import shutil
 
-        opt = stage_options(self.cfg, entry, self.work, self.checkpoints)
-        folder = self.work / "experiments" / entry["name"]
-        root = opt["datasets"]["train"].get("root")
-        if root not in self.images:                  # hashed once per run: every stage trains on the same set
-            self.images[root] = training_images(root)
-        key = digest({"options": identity_options(opt), "images": self.images[root]})    # as amcfd-denoise
-        stages = self.state.setdefault("stages", {})
-        done = finished_run(folder)
-        upstream = any(entry.get(k) in self.retrained for k in ("from", "teacher"))
-        if done is not None and stages.get(entry["name"], {}).get("options") == key and not upstream \
-                and not self.forced(entry["name"]):
-            log.warning("benchmark: %s: kept %s", entry["name"], done)
-            return done
-        if folder.exists():                        # a changed or forced stage starts again from scratch
-            import shutil
-
-            shutil.rmtree(folder)
-        start = time.perf_counter()
-        trainer = Trainer(validate(opt, "train"))
-        trainer.train()
-        stages[entry["name"]] = {"options": key, "steps": trainer.iteration,
-                                 "minutes": round((time.perf_counter() - start) / 60, 2), "commit": git_commit()}
+        name = entry["name"]
+        checkpoint = self.pipeline.run_stage(name, force=self.forced(name))
+        trainer, minutes = self.pipeline.plan[name].ran["trainer"], self.pipeline.plan[name].ran["minutes"]
+        if trainer is None:
+            return checkpoint
+        stage = {"steps": trainer.iteration, "minutes": round(minutes, 2), "commit": git_commit()}
         if trainer.loss_watch is not None and trainer.loss_watch.message:
-            stages[entry["name"]]["warning"] = trainer.loss_watch.message
+            stage["warning"] = trainer.loss_watch.message
         if trainer.auto_choices:
             from amcfd.noise.auto import auto_summary
 
-            stages[entry["name"]]["auto"] = auto_summary(trainer.auto_choices)
-        self.retrained.add(entry["name"])
+            stage["auto"] = auto_summary(trainer.auto_choices)
+        self.state.setdefault("stages", {})[name] = stage
+        self.retrained.add(name)
         self.save_state()
-        return finished_run(folder)
+        for folder in self.pipeline.superseded(name):
+            shutil.rmtree(folder, ignore_errors=True)
+        return checkpoint
 
     def denoiser(self, checkpoint: Path, overrides: dict, network: dict | None):
         """(denoise_fn, method) as valid.py builds them from the checkpoint and the row's method overrides."""

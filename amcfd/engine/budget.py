@@ -7,8 +7,10 @@ out: the estimates are lower bounds, used to refuse budgets that cannot train an
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,7 @@ from amcfd.engine.inference import build_method
 
 PROBE_STEPS = 3
 PROBE_TILE = 128
+MIN_STEP_SHARE, MIN_STEPS = 0.1, 20     # the least a stage must train: this share of its total_iter, at least this
 AUTO_STAND_INS = {"pd_train": 2, "pd_test": 2, "recharge": False}   # for 'auto' options, whose values come later
 
 
@@ -69,3 +72,44 @@ def inference_seconds_per_pixel(opt: dict, device: torch.device, repeats: int = 
             torch.cuda.synchronize(device)
 
     return _timed(run, repeats) / PROBE_TILE ** 2
+
+
+def pixels(photos: list[Path], per_photo: int) -> int:
+    """Pixels of the photos, at most ``per_photo`` each, from their headers; a header that cannot be read counts
+    as ``per_photo`` (the budget estimate errs on the safe side)."""
+    from PIL import Image
+
+    total = 0
+    for path in photos:
+        size = per_photo
+        with contextlib.suppress(Exception), Image.open(path) as image:
+            size = min(per_photo, image.size[0] * image.size[1])
+        total += size
+    return total
+
+
+def minimum_budget(pipeline, photos: list[Path], device: torch.device) -> tuple[float, str]:
+    """(the smallest budget of ``pipeline`` (engine/pipeline.py) with which every stage it trains anew reaches
+    ``MIN_STEP_SHARE`` of its total_iter (at least ``MIN_STEPS``), which stage limits it). A stage with a teacher
+    adds the teacher's targets: 1 + len(aug_modes) passes over ``photos`` (at most ``max_pixels`` each)."""
+    from amcfd.options import DEFAULTS
+
+    need, why = 0.0, ""
+    for planned in pipeline.to_train():
+        opt, stage = planned.options, planned.stage
+        if stage.share is None:
+            continue
+        steps = max(MIN_STEPS, int(MIN_STEP_SHARE * opt["train"].get("total_iter", DEFAULTS["train"]["total_iter"])))
+        seconds, extra = steps * step_seconds(opt, device), ""
+        if stage.teacher:
+            teacher = pipeline.plan[stage.teacher].options
+            inference = {**teacher, "method": {**teacher["method"], **opt["method"]["teacher"].get("method", {})}}
+            per_photo = opt["datasets"]["train"].get("max_pixels") or 1 << 62
+            target_seconds = ((1 + len(opt["method"].get("aug_modes") or [])) * pixels(photos, per_photo)
+                              * inference_seconds_per_pixel(inference, device))
+            seconds += target_seconds
+            extra = f" and {target_seconds / 60:.1f} min of teacher targets"
+        minutes = seconds / 60 / stage.share
+        if minutes > need:
+            need, why = minutes, f"the {stage.name} stage needs {steps} steps{extra}"
+    return need, why

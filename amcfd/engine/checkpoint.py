@@ -52,12 +52,18 @@ def weights_only_types(obj):
 
 def atomic_save(obj: dict, path: Path) -> None:
     """torch.save (in weights-only types) to a temporary file in the same folder, then rename over ``path``.
-    Written through a Python file, so a full disk is an OSError (ENOSPC) and the files before stay intact."""
+    Written through a Python file, so a full disk is an OSError (ENOSPC) and the files before stay intact
+    (torch's zip writer answers a failed write with a RuntimeError of its own: the OSError behind it is raised)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(weights_only_types(obj), f)
+            try:
+                torch.save(weights_only_types(obj), f)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
         os.replace(tmp, path)
     finally:
         if tmp.exists():

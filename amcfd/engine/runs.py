@@ -1,10 +1,11 @@
 """Reusable runs: what a training stage is (its identity) and one command at a time in a work folder.
 
 A stage's identity is the digest of everything its result depends on: the training images (relative path,
-size and content hash of each file), the stage's options with every default filled in (the budget included;
-logging, validation cadence and folders left out), the constants it runs with, the package and checkpoint format
-versions, and the identity of the stage it starts from. A stage folder is named after its identity, so the same
-work is found again and any difference trains anew in a folder of its own (``what_differs`` says why, in one line).
+size and content hash of each file), the stage's options with every default filled in (logging, validation
+cadence, folders and the time budget left out: a pipeline extends a finished stage to a larger budget), the
+package and checkpoint format versions, and the stages it starts from (their identities and budgets). A stage
+folder is named after its identity, so the same work is found again and any difference trains anew in a folder of
+its own (``what_differs`` says why, in one line). engine/pipeline.py runs stages by their identity.
 """
 from __future__ import annotations
 
@@ -26,24 +27,28 @@ def files_digest(files: list[Path], root: Path) -> dict[str, list]:
     return {str(p.relative_to(base).as_posix()): [p.stat().st_size, file_sha256(p)] for p in files}
 
 
-IDENTITY_IGNORES = ("name", "logger", "val", "path")   # option sections that cannot change a stage's result
+IDENTITY_IGNORES = ("name", "device", "logger", "val", "path")   # options that cannot change a stage's result
+BUDGET_KEY = ("train", "max_minutes")      # the time budget: not the identity (engine/pipeline.py extends)
 
 
 def identity_options(options: dict, constants: dict | None = None) -> dict:
     """The options a stage's result depends on: every default filled in (``options.resolved_options``), the
-    sections that cannot change it left out (``IDENTITY_IGNORES``: logging, validation cadence, names, folders),
-    the module constants the stage is run with, and the package and checkpoint format versions."""
+    sections that cannot change it left out (``IDENTITY_IGNORES``: logging, validation cadence, names, device, folders)
+    and the time budget (``BUDGET_KEY``), any module ``constants`` the stage is run with, and the package and
+    checkpoint format versions."""
     from amcfd import __version__
     from amcfd.engine.checkpoint import FORMAT
     from amcfd.options import resolved_options
 
     resolved = {k: v for k, v in resolved_options(options).items() if k not in IDENTITY_IGNORES}
+    resolved[BUDGET_KEY[0]] = {k: v for k, v in resolved.get(BUDGET_KEY[0], {}).items() if k != BUDGET_KEY[1]}
     return {**resolved, "constants": dict(constants or {}), "version": {"amcfd": __version__, "format": FORMAT}}
 
 
-def stage_record(stage: str, images: dict, options: dict, previous: str | None) -> dict:
-    """What a stage depends on, with its identity (the digest of the rest); ``options``: ``identity_options``."""
-    record = {"stage": stage, "images": images, "options": options, "from": previous}
+def stage_record(stage: str, images: dict, options: dict, links: dict | None) -> dict:
+    """What a stage depends on, with its identity (the digest of the rest); ``options``: ``identity_options``;
+    ``links``: what the stages it starts from are (engine/pipeline.py)."""
+    record = {"stage": stage, "images": images, "options": options, "from": links}
     return {**record, "identity": digest(record)}
 
 
@@ -54,6 +59,14 @@ def stage_folder(work: Path, record: dict) -> Path:
 def write_record(folder: Path, record: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def read_record(folder: Path) -> dict | None:
+    """A stage folder's record, or None when it has none or it cannot be read."""
+    try:
+        return json.loads((Path(folder) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _flatten(d, prefix: str = "") -> dict:
@@ -87,12 +100,9 @@ def what_differs(old: dict, new: dict, shown: int = 3) -> str:
 def latest_other_record(work: Path, record: dict) -> tuple[Path, dict] | None:
     """The most recently written record of the same stage under ``work`` with another identity."""
     found = []
-    for path in work.glob(f"{record['stage']}-*/{RECORD}"):
-        try:
-            other = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if other.get("identity") != record["identity"]:
+    for path in work.glob(f"*/{RECORD}"):
+        other = read_record(path.parent)
+        if other and other.get("stage") == record["stage"] and other.get("identity") != record["identity"]:
             found.append((path.stat().st_mtime, path.parent, other))
     return max(found, key=lambda f: f[0])[1:] if found else None
 

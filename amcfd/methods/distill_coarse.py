@@ -44,10 +44,8 @@ class DistillCoarse(Method):
       aug_modes: the dihedral transforms A of I_DN^r (ops/augment.py modes; [1, 2, 3] = the three
         rotations the paper's flip-augmentation panel shows). Cached: one target per mode and image.
       bilateral: kwargs of ops.bilateral.bilateral_filter for BF(I_N) (OpenCV's d, sigma_color in 8-bit
-        levels, sigma_space in pixels); default d 7, sigma_color 30, sigma_space 3: of the settings of
-        options/bench/bilateral.yml, among the best of BF(I_N) alone on CC15 and PolyU (light real noise),
-        and above the noisy input on the synthetic demo data; stronger filters (d 9, 50-75) lost on PolyU
-        (docs/results.md, "Benchmark: bilateral_cc15", "bilateral_polyu30", "bilateral_synthetic").
+        levels, sigma_space in pixels); default d 7, sigma_color 30, sigma_space 3, chosen with
+        options/bench/bilateral.yml (docs/results.md, "Benchmark: bilateral_*").
       guide: the classical guide BF(I_N) of the L_bf term: 'bilateral' (the paper's) | 'nlm' (OpenCV
         non-local means, h = strength x the image's own noise level) | 'classical' | 'bm3d' | 'nlm2'
         (ops/guides.py).

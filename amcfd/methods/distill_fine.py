@@ -28,8 +28,7 @@ class DistillFine(Method):
       aug_modes: dihedral transforms A of the second target (ops/augment.py modes; [1, 2, 3], the
         rotations of the paper's figure, as in DistillCoarse).
       refresh_every: iterations between two replacements of S* by the student (500; the paper gives no
-        value; in 1000-step CPU runs 50, 250 and 1000 scored alike, no value best on both CC15 and the
-        synthetic data: options/train/distill_fine_cpu.yml).
+        value).
       id_weight, aug_weight: weights of the two L1 terms (1, 1).
       norm: 'l1' (the paper) | 'l2' | 'charbonnier'.
     """
