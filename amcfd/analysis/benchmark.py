@@ -53,8 +53,7 @@ import yaml
 from amcfd.analysis.classical import CLASSICAL
 from amcfd.hub.weights import resolve_checkpoint
 from amcfd.metrics import report_key
-from amcfd.provenance import digest as full_digest
-from amcfd.provenance import git_commit
+from amcfd.provenance import digest, git_commit
 from amcfd.registry import ConfigError
 
 log = logging.getLogger("amcfd")
@@ -205,11 +204,6 @@ def training_images(root: str | None) -> dict:
     from amcfd.engine.runs import files_digest
 
     return files_digest(list_images(root), Path(root)) if root and Path(root).is_dir() else {}
-
-
-def digest(obj) -> str:
-    """The benchmark's 16-hex key of a row's or stage's inputs (provenance.digest, shortened)."""
-    return full_digest(obj)[:16]
 
 
 # ----------------------------------------------------------------------------- running
