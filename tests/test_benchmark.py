@@ -54,6 +54,7 @@ METHODS = [
      "rows": {"student": {"type": "SinglePass"}, "student bf16": {"type": "SinglePass", "test": {"amp": "bf16"}}}},
     {"name": "broken", "train": str(REPO / "options/train/photos.yml"), "set": {"method.pd_train": 0}},
     {"name": "after broken", "train": str(REPO / "options/train/distill_coarse_cpu.yml"), "teacher": "broken"},
+    {"name": "no such net", "train": str(REPO / "options/train/photos.yml"), "set": {"network.type": "NoSuchNet"}},
     {"name": "NLM", "classical": "nlm"},
     {"name": "missing weights", "checkpoint": "no/such/file.pth", "note": "not trained on this data"},
 ]
@@ -66,8 +67,8 @@ def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monke
     assert script.main(["-opt", str(config), "--quiet"]) == 0          # failures reported, not fatal
     report = json.loads((tmp_path / "work" / "tiny.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["noisy input", "B", "B-E", "student", "student bf16", "broken", "after broken", "NLM",
-                          "missing weights"]
+    assert list(rows) == ["noisy input", "B", "B-E", "student", "student bf16", "broken", "after broken",
+                          "no such net", "NLM", "missing weights"]
     for label in ("B", "B-E", "student", "student bf16", "NLM"):
         r = rows[label]
         assert "failed" not in r and r["n"] == 2 and set(r["per_image"]) == {"img0", "img1"}
@@ -76,6 +77,7 @@ def test_benchmark_trains_scores_reports_and_keeps_finished_work(tmp_path, monke
     assert 0 < abs(rows["student bf16"]["psnr"] - rows["student"]["psnr"]) < 0.5       # a row's test options
     assert rows["B-E"]["gflops"] > rows["B"]["gflops"] > 0              # R3: more forwards
     assert "pd_train" in rows["broken"]["failed"] and "needs broken" in rows["after broken"]["failed"]
+    assert "NoSuchNet" in rows["no such net"]["failed"]                 # not even plannable: that row only
     assert "no/such/file.pth" in rows["missing weights"]["failed"]
     assert report["stages"]["AMSNet"]["steps"] == 3
     text = (tmp_path / "work" / "tiny.md").read_text()

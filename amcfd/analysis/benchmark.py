@@ -232,7 +232,8 @@ class Benchmark:
         from amcfd.engine.pipeline import Pipeline
 
         root = dataset_entries(self.cfg)[0].get("root")
-        self.pipeline = Pipeline(self.work / "experiments", stages(self.cfg), training_images(root), source=root)
+        self.pipeline = Pipeline(self.work / "experiments", stages(self.cfg), training_images(root), source=root,
+                                 defer_errors=True)
         noisy = self.score("noisy input", {"kind": "reference"}, lambda: (lambda x: x, None))
         for entry in self.cfg["methods"]:
             self.run_entry(entry)

@@ -101,17 +101,25 @@ def trained_budget(checkpoint: Path | None) -> float:
 class Pipeline:
     """Stages run in order under ``work``. ``images``: the training images' digest (engine/runs.files_digest);
     ``source``: where they are (records of another source are never ``superseded``); ``budget``: the minutes
-    that stages with a ``share`` split. ``plan`` holds every stage, planned at construction."""
+    that stages with a ``share`` split. ``plan`` holds every stage, planned at construction; with
+    ``defer_errors`` a stage that cannot be planned (e.g. an unknown network type) fails when it is run instead
+    (``errors``), so the other stages still run."""
 
     def __init__(self, work: Path, stages: list[Stage], images: dict, budget: float | None = None,
-                 source: Path | None = None, say: Callable[[str], None] = log.warning):
+                 source: Path | None = None, say: Callable[[str], None] = log.warning, defer_errors: bool = False):
         self.work, self.budget, self.say = Path(work), budget, say
         self.source = str(Path(source).resolve()) if source else None
         self.checkpoints: dict[str, Path] = {}
         self.plan: dict[str, Planned] = {}
+        self.errors: dict[str, Exception] = {}
         self.forced: set[str] = set()
         for stage in stages:
-            self.plan[stage.name] = self._planned(stage, images)
+            try:
+                self.plan[stage.name] = self._planned(stage, images)
+            except Exception as exc:          # noqa: BLE001 - raised again by run_stage
+                if not defer_errors:
+                    raise
+                self.errors[stage.name] = exc
 
     def _planned(self, stage: Stage, images: dict) -> Planned:
         from amcfd.engine.checkpoint import finished_run
@@ -164,6 +172,8 @@ class Pipeline:
         from amcfd.engine.trainer import Trainer
         from amcfd.options import validate
 
+        if name in self.errors:
+            raise self.errors[name]
         p = self.plan[name]
         if force or self.forced & set(p.stage.links().values()):
             self.forced.add(name)
