@@ -216,9 +216,7 @@ def train_all(args, source: Path, photos: list[Path], work: Path, summary: dict,
 
     device = select_device(args.device)
     with stage_guard("plan", work / "denoise.log"):
-        stages = amcfd_stages(source, args.options and Path(args.options), device.type)
-        for stage in stages:
-            stage.options["device"] = args.device
+        stages = amcfd_stages(source, args.options and Path(args.options), args.device, device.type)
         pipeline = Pipeline(work, stages, files_digest(photos, source), args.budget_minutes, source,
                             say=lambda line: print(line, file=sys.stderr))
         need, why = minimum_budget(pipeline, photos, device)
@@ -277,9 +275,8 @@ def run(argv=None) -> dict:
 
 def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
     lines = ["", "| stage | steps | minutes | first step (s after the start) |", "|---|---|---|---|"]
-    for stage in ("teacher", "coarse", "fine"):
-        if stage in summary:
-            s = summary[stage]
+    for stage, s in summary.items():
+        if stage not in ("denoise", "scores"):
             minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"
             first = f"{s['first_step_s']:.1f}" if s.get("first_step_s") is not None else ""
             lines.append(f"| {stage} | {s['steps']} | {minutes} | {first} |")

@@ -63,11 +63,12 @@ def teacher_stride_as_trained(opt: dict) -> None:
     teacher["method"] = {"pd_test": trained["pd_test"], **teacher.get("method", {})}
 
 
-def amcfd_stages(photos: Path, options_dir: Path | None, device_type: str) -> list[Stage]:
-    """AM-CFD's three stages on the noisy photos in ``photos`` (``options_dir``: None for the packaged files)."""
+def amcfd_stages(photos: Path, options_dir: Path | None, device: str, device_type: str) -> list[Stage]:
+    """AM-CFD's three stages on the noisy photos in ``photos`` (``options_dir``: None for the packaged files), run
+    on ``device`` (option 'device'), whose type is ``device_type``."""
     def on_photos(stage: str) -> dict:
         opt = stage_options(stage, options_dir, device_type)
-        opt["datasets"]["train"]["root"] = str(photos)
+        opt["datasets"]["train"]["root"], opt["device"] = str(photos), device
         return opt
 
     return [Stage("teacher", on_photos("teacher"), share=SHARE["teacher"]),
