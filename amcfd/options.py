@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "scheduler": "cosine",   # cosine | multistep | constant
         "warmup_iter": 0,        # linear warm-up steps (all schedulers)
         "eta_min": 1.0e-7,       # cosine: final learning rate
-        "milestones": [],        # multistep: iterations where lr is multiplied by gamma
+        "milestones": [],        # multistep: iterations where lr is multiplied by gamma (scaled to a fitted total)
         "gamma": 0.5,            # multistep: factor
         "grad_clip": 0.0,        # max gradient norm; 0 = off
         "ema_decay": 0.0,        # EMA of weights (parameters and buffers); 0 = off, e.g. 0.999

@@ -139,6 +139,15 @@ def test_fill_budget_raises_total_iter_and_fits_warm_up(tmp_path):
     assert t["warmup_iter"] <= t["total_iter"] // 10                   # warm-up inside the fitted schedule
 
 
+def test_a_budget_that_shortens_a_multistep_schedule_keeps_its_shape(tmp_path):
+    trainer = Trainer(tiny_options(tmp_path, total_iter=100_000, scheduler="multistep", milestones=[40_000, 80_000],
+                                   warmup_iter=0, max_minutes=0.01))
+    trainer.train()
+    t = trainer.opt["train"]
+    assert 20 <= t["total_iter"] < 100_000                              # fitted to the budget
+    assert t["milestones"] == [round(0.4 * t["total_iter"]), round(0.8 * t["total_iter"])]
+
+
 def test_without_fill_budget_the_budget_only_shortens(tmp_path):
     trainer = Trainer(tiny_options(tmp_path, total_iter=5, max_minutes=5.0))
     trainer.train()

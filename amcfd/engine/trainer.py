@@ -269,7 +269,8 @@ class Trainer:
 
     def _fit_budget(self, first: int, first_time: float) -> int:
         """train.max_minutes: from the speed of the steps since ``first``, the last iteration that ends within
-        the budget; total_iter is lowered to it (the schedule follows), or also raised with ``fill_budget``.
+        the budget; total_iter is lowered to it (the schedule follows: cosine ends there, multistep milestones
+        keep their fractions of total_iter), or also raised with ``fill_budget``.
         A resumed run fits what is left of the budget (the time spent before the interruption is kept).
         Warm-up is kept within the first tenth of a changed schedule. Same value on all ranks."""
         t = self.opt["train"]
@@ -285,6 +286,8 @@ class Trainer:
             log.info("train.max_minutes %g: %.3f s per step, total_iter %d -> %d", t["max_minutes"], per_step,
                      nominal, fit)
             t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
+            if t["milestones"]:                # multistep: the same shape, its steps at the same fractions
+                t["milestones"] = [max(1, round(m * fit / nominal)) for m in t["milestones"]]
             if t["warmup_iter"] > fit // 10:
                 log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", t["warmup_iter"], fit // 10)
                 t["warmup_iter"] = fit // 10
