@@ -78,7 +78,7 @@ def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
     if not path.is_file():
         raise ConfigError(f"benchmark option file does not exist: {path}")
     cfg = apply_overrides(yaml.safe_load(path.read_text()) or {}, list(overrides))
-    unknown = set(cfg) - TOP_KEYS
+    unknown = {k for k in set(cfg) - TOP_KEYS if not str(k).startswith("x-")}    # x-...: YAML anchors
     if unknown:
         raise ConfigError(f"benchmark option file {path}: unknown keys {sorted(unknown)} (known: {sorted(TOP_KEYS)})")
     if not cfg.get("name"):
