@@ -101,7 +101,8 @@ def update_section(title: str, body: str, command: str, path: str | Path = DEFAU
     return path
 
 
-SECTION_KINDS = ("Benchmark", "Noise level", "Speed", "Memory", "Training step profile")   # the order of the document
+# the order of the document
+SECTION_KINDS = ("Benchmark", "Noise level", "Speed", "Parity", "Memory", "Training step profile")
 
 
 def _sections(lines: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:

@@ -106,6 +106,9 @@ class APBSN(Method):
       r3: apply R^3 at inference (True).   r3_copies: T (8).   r3_ratio: p (0.16), replaced per element.
       value_range: the network's input scale: images are multiplied by it before the network and the
         output divided by it (255.0, the authors' [0, 255]; 1.0 for networks trained on [0, 1]).
+      loss_in_value_range: the training L1 is taken in the network's range, as the authors' (True: their loss,
+        gradients and Adam steps, which the scale changes through Adam's eps); False: on [0, 1], 1/value_range
+        of theirs.
       pad_mode: padding of sizes not divisible by the strides ('zero', the authors' | 'reflect' | 'replicate').
       chunk_size: at most this many R^3 copies per network forward (None = automatic: all on GPU,
         ~128x128 pixels per forward on CPU; 0 = all).
@@ -113,7 +116,7 @@ class APBSN(Method):
 
     def __init__(self, net: nn.Module, pd_a: int = 5, pd_b: int = 2, pd_pad: int = 2, r3: bool = True,
                  r3_copies: int = 8, r3_ratio: float = 0.16, value_range: float = 255.0,
-                 pad_mode: str = "zero", chunk_size=None):
+                 pad_mode: str = "zero", chunk_size=None, loss_in_value_range: bool = True):
         super().__init__(net)
         for name, value in (("pd_a", pd_a), ("pd_b", pd_b), ("r3_copies", r3_copies)):
             _require(_is_int(value) and value >= 1, name, value, "an int >= 1")
@@ -122,11 +125,13 @@ class APBSN(Method):
         _require(_is_number(r3_ratio) and 0.0 <= r3_ratio <= 1.0, "r3_ratio", r3_ratio, "in [0, 1]")
         _require(_is_number(value_range) and value_range > 0, "value_range", value_range, "a number > 0")
         _require(pad_mode in PAD_MODES, "pad_mode", pad_mode, f"one of {PAD_MODES}")
+        _require(isinstance(loss_in_value_range, bool), "loss_in_value_range", loss_in_value_range, "true or false")
         _require(chunk_size is None or (_is_int(chunk_size) and chunk_size >= 0), "chunk_size", chunk_size,
                  "null or an int >= 0")
         self.pd_a, self.pd_b, self.pd_pad = pd_a, pd_b, pd_pad
         self.r3, self.r3_copies, self.r3_ratio = r3, r3_copies, float(r3_ratio)
         self.value_range, self.pad_mode, self.chunk_size = float(value_range), pad_mode, chunk_size
+        self.loss_in_value_range = loss_in_value_range
 
     # -- pieces (inputs and outputs in [0, 1]) ---------------------------------------------------
     def pd_forward(self, noisy: torch.Tensor, stride: int | None = None) -> torch.Tensor:
@@ -151,6 +156,9 @@ class APBSN(Method):
     # -- Method contract ------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:
         noisy = crop_to_multiple(batch["noisy"], self.pd_a)
+        if self.loss_in_value_range:
+            scaled = noisy * self.value_range
+            return {"l_l1": l1(bsn_pd_forward(self.net, scaled, self.pd_a, self.pd_pad), scaled)}
         return {"l_l1": l1(self.pd_forward(noisy), noisy)}
 
     @torch.no_grad()
@@ -171,8 +179,10 @@ class AMBSN(APBSN):
     def __init__(self, net: nn.Module, pd_a: int = 5, pd_b: int = 2, pd_pad: int = 2, r3: bool = True,
                  r3_copies: int = 8, r3_ratio: float = 0.16, value_range: float = 255.0,
                  pad_mode: str = "zero", chunk_size=None, tta: bool = True,
-                 tta_strides: Sequence[int] = (2, 5), tta_weights: Sequence[float] = (0.8, 0.2)):
-        super().__init__(net, pd_a, pd_b, pd_pad, r3, r3_copies, r3_ratio, value_range, pad_mode, chunk_size)
+                 tta_strides: Sequence[int] = (2, 5), tta_weights: Sequence[float] = (0.8, 0.2),
+                 loss_in_value_range: bool = True):
+        super().__init__(net, pd_a, pd_b, pd_pad, r3, r3_copies, r3_ratio, value_range, pad_mode, chunk_size,
+                         loss_in_value_range)
         _require(isinstance(tta, bool), "tta", tta, "true or false")
         _require(isinstance(tta_strides, (list, tuple)) and len(tta_strides) >= 1
                  and all(_is_int(s) and s >= 1 for s in tta_strides), "tta_strides", tta_strides,

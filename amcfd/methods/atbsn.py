@@ -60,18 +60,22 @@ class ATBSN(Method):
     """AT-BSN training and inference around an ``ATBSN`` network (archs/atbsn.py).
 
     Options (the authors'): hole_train: blind-spot size h of training (9); hole_test: h of inference (3).
+      loss_in_value_range: the L1 in the network's ``value_range`` ([0, 255] for the authors' setting), as theirs
+        (True: their loss and, through Adam's eps, their steps); False: on [0, 1], 1/value_range of theirs.
     """
 
-    def __init__(self, net: nn.Module, hole_train: int = 9, hole_test: int = 3):
+    def __init__(self, net: nn.Module, hole_train: int = 9, hole_test: int = 3, loss_in_value_range: bool = True):
         super().__init__(net)
         require_atbsn(net, "ATBSN")
         _require(_is_int(hole_train) and hole_train >= 1, "hole_train", hole_train, "an int >= 1")
         _require(_is_int(hole_test) and hole_test >= 0, "hole_test", hole_test, "an int >= 0")
+        _require(isinstance(loss_in_value_range, bool), "loss_in_value_range", loss_in_value_range, "true or false")
         self.hole_train, self.hole_test = hole_train, hole_test
+        self.loss_scale = net.value_range if loss_in_value_range else 1.0
 
     def forward(self, batch: dict) -> dict:
-        noisy = batch["noisy"]
-        return {"l_l1": l1(self.net(noisy, self.hole_train), noisy)}
+        noisy, s = batch["noisy"], self.loss_scale
+        return {"l_l1": l1(self.net(noisy, self.hole_train) * s, noisy * s)}
 
     @torch.no_grad()
     def denoise(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -128,13 +132,16 @@ class ATBSNDistill(ATBSNTeacherDistill):
         ``on_train_start`` hook (after ``path.pretrain_network`` is loaded; never on resume, never in valid.py or
         test.py): set it false to start from a student checkpoint. The student's and teacher's ``value_range``
         must then agree.
+      loss_in_value_range: the L1 terms in the student's ``value_range``, as the authors' (True); False: on [0, 1].
     """
 
     def __init__(self, net: nn.Module, teacher: dict | None = None, holes: Sequence[int] = (0, 1, 3, 5, 7, 9, 11),
-                 pad: int = 0, init_from_teacher: bool = True):
+                 pad: int = 0, init_from_teacher: bool = True, loss_in_value_range: bool = True):
         super().__init__(net, teacher, holes, pad)
         _require(isinstance(init_from_teacher, bool), "init_from_teacher", init_from_teacher, "true or false")
+        _require(isinstance(loss_in_value_range, bool), "loss_in_value_range", loss_in_value_range, "true or false")
         self.init_from_teacher = init_from_teacher
+        self.loss_scale = getattr(net, "value_range", 1.0) if loss_in_value_range else 1.0
         self.copied_keys: list = []
 
     def on_train_start(self) -> None:
@@ -158,5 +165,5 @@ class ATBSNDistill(ATBSNTeacherDistill):
     def forward(self, batch: dict) -> dict:
         noisy = batch["noisy"]
         targets = self.teacher_outputs(noisy)
-        out = self.net(noisy)
-        return {"l_distill": sum(l1(out, t) for t in targets)}
+        out, s = self.net(noisy), self.loss_scale
+        return {"l_distill": sum(l1(out * s, t * s) for t in targets)}

@@ -1,0 +1,544 @@
+"""Step-by-step training parity: our training against the authors' code, from the same weights and batches.
+
+    python scripts/train_parity.py --authors-code CHECKOUT --method amsnet --net nafnet --steps 20
+    python scripts/train_parity.py --authors-code CHECKOUT --method apbsn --authors-python VENV/bin/python
+
+Both codes start from the same random weights (ours, built from our option file; loaded into theirs under
+their key names, and their final weights read back through our importers, amcfd/hub/importers.py), see the
+same fixed batches (synthetic noisy crops in [0, 1], at the size of their config; --batch/--crop shrink them),
+float32 on the CPU, deterministic algorithms, the global RNG seeded with --seed + step before every step in
+both codes. Ours: the option file's network, method and train section (optimiser, learning rate, schedule)
+as engine/trainer.py builds them. Theirs: their configuration file and classes, in a process of its own
+(--authors-python), importing nothing of ours; their repository is read at run time, never copied here.
+Printed: one row per step (their loss, ours, relative difference, the learning rate each code used), then
+``parity METHOD: N steps, max loss rel diff X, max weight rel diff Y`` (weights: the largest over parameters
+of |ours - theirs| / |theirs|, L2 norms). Exit 0 when X <= 1e-4 and Y <= 1e-3, 1 otherwise, 2 on bad
+arguments or when their code cannot run.
+
+Methods, and what runs in the authors' process:
+  amsnet (lll143653/amsnet, configs/restormer.yaml or nafnet.yaml, --net; ours options/train/amsnet.yml or
+    amsnet_nafnet.yml): their ``ImageDenoiseEnd2End`` around ``MultiMaskPdDn`` (AMSNet-B, ``FirstPdMaskLoss``
+    L1 at PD 5) from the config, its ``training_step`` and ``configure_optimizers`` (AdamW; the cosine
+    schedule stepped once per epoch of ``max_len / batch_size`` steps, as Lightning steps a scheduler given
+    without an interval). Patched: the modules of bench_authors_speed.py are stubbed (Lightning, loguru,
+    joblib, torchmetrics, torchvision, matplotlib; einops is needed) and the wrapper's ``log`` is a no-op.
+    Their masks come from ``torch.randint`` on the global RNG, as ours: seeded alike, the draws are equal.
+    Their code has no AMSNet-P (smoothness fine-tuning) stage, so only AMSNet-B is compared.
+  apbsn (wooseoklee4/AP-BSN, conf/APBSN_SIDD.yaml; ours options/train/apbsn.yml): their ``APBSN`` model,
+    their ``Loss`` ("1*self_L1") on the batch x 255 (their data range), the optimiser of their trainer's
+    ``_set_one_optimizer`` (Adam); their step schedule and warm-up act at epoch ends only, outside the steps
+    run. Patched: nothing in the model; ``torch.utils.tensorboard`` is stubbed if missing (their trainer's
+    module imports it). Both losses are in [0, 255] units (ours with ``loss_in_value_range``, its default).
+  atbsn (hnmizuho/AT-BSN, codes/options/train/train_atbsn.yml then distill_atbsn.yml; ours atbsn.yml then
+    atbsn_distill.yml): their ``ATBSN_Model`` built from the config with ``pretrain_model`` = our initial weights,
+    its ``feed_data`` (batch x 255), ``optimize_parameters`` and ``update_learning_rate`` (Adam, cosine per step);
+    then their ``ATBSN_D_Model`` with ``pretrain_model`` = our trained AT-BSN (the same teacher in both codes),
+    its student first given our initial student weights (their ``load`` then copies the teacher into all but
+    ``nin_*`` and ``dec1``, as ours). Rows 1..N are AT-BSN, N+1..2N the distillation; the weights of both
+    networks are compared. Patched: nothing; the option dict gets ``dist`` false, ``gpu_ids`` none, ``usage``
+    train. Not covered: APR-RD (aprrd).
+
+Masked convolutions (AP-BSN's centre-masked conv) are compared as the network uses them, weight x mask: their
+forward zeroes the masked taps of the parameter in place, ours multiplies by the mask and leaves the (unused)
+taps as they were.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("amsnet", "apbsn", "atbsn")
+NETS = {"restormer": ("Restormer", "restormer", "amsnet.yml"),        # --net: our arch, their config, ours
+        "nafnet": ("NAFNetBase", "nafnet", "amsnet_nafnet.yml")}
+MARKERS = {"amsnet": "codes/model.py", "apbsn": "src/model/APBSN.py", "atbsn": "codes/models/atbsn_d_model.py"}
+LOSS_TOL, WEIGHT_TOL = 1e-4, 1e-3
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class Result:
+    """One code's run: the loss and learning rate of every step, and the final weights (our key names)."""
+
+    def __init__(self, losses: list, lrs: list, weights: dict):
+        self.losses, self.lrs, self.weights = list(losses), list(lrs), dict(weights)
+
+
+# ----------------------------------------------------------------------------- shared by both processes
+def deterministic(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def train_steps(step: Callable, batches, seed: int) -> tuple[list, list]:
+    """Run ``step(i, batch) -> (loss, lr)`` over ``batches``, the global RNG seeded with seed + i before each."""
+    import torch
+
+    losses, lrs = [], []
+    for i, batch in enumerate(batches):
+        torch.manual_seed(seed + i)
+        loss, lr = step(i, batch)
+        losses.append(float(loss))
+        lrs.append(float(lr))
+    return losses, lrs
+
+
+def optimiser_step(loss_fn: Callable, optimiser, after: Callable | None = None) -> Callable:
+    """A training step: zero the gradients, ``loss_fn(i, batch)``, backward, optimiser step, ``after(i)``."""
+    def step(i, batch):
+        lr = optimiser.param_groups[0]["lr"]
+        optimiser.zero_grad(set_to_none=True)
+        loss = loss_fn(i, batch)
+        loss.backward()
+        optimiser.step()
+        if after is not None:
+            after(i)
+        return loss.detach(), lr
+    return step
+
+
+# ----------------------------------------------------------------------------- the comparison
+def relative(a: float, b: float) -> float:
+    """|a - b| / |b| (0 when both are 0)."""
+    if a == b:
+        return 0.0
+    return abs(a - b) / abs(b) if b != 0 else math.inf
+
+
+def compare(authors: Result, ours: Result) -> dict:
+    """Per-step loss relative differences and the largest weight relative difference (L2, per tensor)."""
+    import torch
+
+    n = min(len(authors.losses), len(ours.losses))
+    rows = [(i + 1, authors.losses[i], ours.losses[i], relative(ours.losses[i], authors.losses[i]),
+             authors.lrs[i] if i < len(authors.lrs) else math.nan, ours.lrs[i] if i < len(ours.lrs) else math.nan)
+            for i in range(n)]
+    max_loss = max((r[3] for r in rows), default=math.inf)
+    if len(authors.losses) != len(ours.losses) or not rows:
+        max_loss = math.inf
+    rels = {}
+    for key in sorted(set(authors.weights) | set(ours.weights)):
+        a, o = authors.weights.get(key), ours.weights.get(key)
+        if a is None or o is None or a.shape != o.shape:
+            rels[key] = math.inf
+            continue
+        a, o = a.double(), o.double()
+        diff, norm = float(torch.linalg.vector_norm(o - a)), float(torch.linalg.vector_norm(a))
+        rels[key] = 0.0 if diff == 0 else (diff / norm if norm > 0 else math.inf)
+    worst = max(rels, key=rels.get) if rels else None
+    max_weight = rels[worst] if rels else math.inf
+    ok = max_loss <= LOSS_TOL and max_weight <= WEIGHT_TOL
+    return {"rows": rows, "steps": n, "max_loss": max_loss, "max_weight": max_weight, "worst": worst, "ok": ok}
+
+
+def effective(weights: dict) -> dict:
+    """The weights as the network uses them: a masked conv's ``weight`` times its ``mask`` buffer (the taps
+    the mask zeroes never act; the authors' masked convs zero them in place at every forward, ours do not)."""
+    return {k: v * weights[k[:-len("weight")] + "mask"] if k.endswith(".weight") and k[:-len("weight")] + "mask"
+            in weights else v for k, v in weights.items()}
+
+
+def report_lines(method: str, cmp: dict) -> list[str]:
+    """The per-step table (markdown) and the closing line."""
+    lines = ["| step | authors' loss | our loss | rel diff | authors' lr | our lr |", "|---|---|---|---|---|---|"]
+    for step, a, o, rel, lr_a, lr_o in cmp["rows"]:
+        lines.append(f"| {step} | {a:.8g} | {o:.8g} | {rel:.2e} | {lr_a:.6g} | {lr_o:.6g} |")
+    if cmp["worst"] is not None and cmp["max_weight"] > 0:
+        lines.append(f"largest weight difference: {cmp['worst']}")
+    lines.append(f"parity {method}: {cmp['steps']} steps, max loss rel diff {cmp['max_loss']:.3e}, "
+                 f"max weight rel diff {cmp['max_weight']:.3e}")
+    return lines
+
+
+def finish(method: str, authors: Result, ours: Result, out: Callable = print) -> tuple[int, list[str]]:
+    """Compare, print the table and the last line; the exit code (0 parity, 1 not)."""
+    cmp = compare(Result(authors.losses, authors.lrs, effective(authors.weights)),
+                  Result(ours.losses, ours.lrs, effective(ours.weights)))
+    lines = report_lines(method, cmp)
+    for line in lines:
+        out(line)
+    return (0 if cmp["ok"] else 1), lines
+
+
+# ----------------------------------------------------------------------------- our side
+def make_batches(steps: int, batch: int, crop: int, seed: int) -> list:
+    """Fixed noisy crops in [0, 1]: smooth random images plus Gaussian noise (sigma 0.06), one per step."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        coarse = torch.rand(batch, 3, max(2, crop // 16), max(2, crop // 16), generator=g)
+        clean = F.interpolate(coarse, size=(crop, crop), mode="bicubic", align_corners=False).clamp(0.05, 0.95)
+        out.append((clean + 0.06 * torch.randn(clean.shape, generator=g)).clamp(0, 1))
+    return out
+
+
+def our_options(name: str) -> dict:
+    from amcfd.options import load_options, resolved_options
+
+    return resolved_options(load_options(REPO / "options" / "train" / name))
+
+
+def initial_weights(opt: dict, seed: int) -> dict:
+    """Our network's random initial weights (option ``network``, torch seeded with ``seed``)."""
+    import torch
+
+    from amcfd.archs import build_arch
+
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in build_arch(opt["network"]).state_dict().items()}
+
+
+def train_ours(opt: dict, init: dict, batches, seed: int, loss_scale: float = 1.0) -> Result:
+    """Our method trained on ``batches`` from ``init``: the optimiser and schedule of engine/trainer.py."""
+    import torch
+
+    from amcfd.archs import build_arch
+    from amcfd.engine.inference import build_method
+    from amcfd.engine.trainer import lr_factor
+
+    net = build_arch(opt["network"])
+    net.load_state_dict(init)
+    method = build_method(opt, net).train()
+    method.on_train_start()                                 # e.g. a student initialised from its teacher
+    t = opt["train"]
+    params = [p for p in net.parameters() if p.requires_grad]
+    optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[t["optim"]]
+    optimiser = optim_cls(params, lr=t["lr"], betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda it: lr_factor(it, t))
+
+    def loss_fn(i, batch):
+        return sum(method({"noisy": batch}).values())
+
+    losses, lrs = train_steps(optimiser_step(loss_fn, optimiser, lambda i: scheduler.step()), batches, seed)
+    return Result([v * loss_scale for v in losses], lrs, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
+
+# ----------------------------------------------------------------------------- the cases
+class Case:
+    """Our option file and network type, their config's batch and crop, and our loss's scale to theirs."""
+
+    def __init__(self, options: str, arch: str, batch: int, crop: int, loss_scale: float = 1.0):
+        self.options, self.arch, self.batch, self.crop, self.loss_scale = options, arch, batch, crop, loss_scale
+
+
+def case(method: str, net: str | None, code: Path) -> Case:
+    if method == "amsnet":
+        arch, config, options = NETS[net or "restormer"]
+        data = _yaml(code / "configs" / f"{config}.yaml")["data"]
+        return Case(options, arch, data["batch_size"], data["train_dataset"]["init_args"]["crop_size"])
+    if method == "atbsn":
+        data = _yaml(code / "codes" / "options" / "train" / "train_atbsn.yml")["datasets"]["train"]
+        return Case("atbsn.yml", "ATBSN", data["batch_size"], data["crop_size"])
+    cfg = _yaml(code / "conf" / "APBSN_SIDD.yaml")["training"]
+    return Case("apbsn.yml", "DBSNl", cfg["batch_size"], cfg["dataset_args"]["crop_size"][0])
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def to_authors(method: str, init: dict) -> dict:
+    """Our initial weights under the authors' names: their Lightning module's (amsnet), their APBSN's."""
+    prefix = "net.dn.branches.0." if method == "amsnet" else "bsn."
+    return {prefix + k: v for k, v in init.items()}
+
+
+def from_authors(method: str, arch: str, state: dict) -> dict:
+    """Their final weights (their checkpoint layout) under our names, through our importers."""
+    from amcfd.archs import convert_state_dict
+    from amcfd.hub.importers import denoiser_state_dict
+
+    if method == "amsnet":
+        return denoiser_state_dict(state, arch, 0)
+    return convert_state_dict(arch, state)
+
+
+# ----------------------------------------------------------------------------- the authors' process
+def _load_sibling(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _authors_amsnet(job: dict) -> dict:
+    import functools
+
+
+    code = Path(job["code"])
+    _load_sibling("bench_authors_speed")._stub_modules()
+    sys.path.insert(0, str(code))
+    import codes.loss
+    import codes.model
+
+    cfg = _yaml(code / "configs" / f"{job['config']}.yaml")
+    net_args = dict(cfg["model"]["net"]["init_args"])
+    loss_cfg = net_args.pop("loss_fn")
+    loss_fn = getattr(codes.loss, loss_cfg["class_path"].rsplit(".", 1)[1])(**loss_cfg["init_args"])
+    optim_cfg, sched_cfg = cfg["model"]["optimizer"], cfg["model"]["scheduler"]
+    optimiser = functools.partial(_torch_class(optim_cfg["class_path"]), **_floats(optim_cfg["init_args"]))
+    scheduler = functools.partial(_torch_class(sched_cfg["class_path"]), **_floats(sched_cfg["init_args"]))
+    module = codes.model.ImageDenoiseEnd2End(net=codes.model.MultiMaskPdDn(loss_fn=loss_fn, **net_args),
+                                             optimizer=optimiser, scheduler=scheduler)
+    module.log = lambda *args, **kwargs: None
+    module.load_state_dict(job["init"], strict=True)
+    module.train()
+    conf = module.configure_optimizers()
+    data = cfg["data"]
+    epoch = math.ceil(data["train_dataset"]["init_args"]["max_len"] / data["batch_size"])
+
+    def after(i):
+        if (i + 1) % epoch == 0:
+            conf["lr_scheduler"].step()
+
+    losses, lrs = train_steps(optimiser_step(lambda i, b: module.training_step({"input": b}, i), conf["optimizer"],
+                                             after), job["batches"], job["seed"])
+    return {"losses": losses, "lrs": lrs, "state": {"state_dict": module.state_dict()}}
+
+
+def _authors_apbsn(job: dict) -> dict:
+    import torch
+
+    code = Path(job["code"])
+    sys.path.insert(0, str(code))
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType("torch.utils.tensorboard")
+        stub.SummaryWriter = object
+        sys.modules["torch.utils.tensorboard"] = stub
+    from src.loss import Loss
+    from src.model import get_model_class
+    from src.trainer.base import BaseTrainer
+
+    cfg = _yaml(code / "conf" / "APBSN_SIDD.yaml")
+    model = get_model_class(cfg["model"]["type"])(**cfg["model"]["kwargs"])
+    model.load_state_dict(job["init"], strict=True)
+    model.train()
+    train_cfg = cfg["training"]
+    holder = types.SimpleNamespace(train_cfg=train_cfg)
+    optimiser = BaseTrainer._set_one_optimizer(holder, train_cfg["optimizer"], model.parameters(),
+                                               float(train_cfg["init_lr"]))
+    loss = Loss(train_cfg["loss"], train_cfg["tmp_info"])
+
+    def loss_fn(i, batch):
+        x = batch * 255.0                                  # their datasets give [0, 255] as real_noisy
+        losses, _ = loss([x], {"recon": model(x)}, {"real_noisy": x}, {"denoiser": model}, ratio=0.0)
+        return sum(v.mean() for v in losses.values())      # (ratio weights only "r" terms; self_L1 has none)
+
+    losses, lrs = train_steps(optimiser_step(loss_fn, optimiser), job["batches"], job["seed"])
+    return {"losses": losses, "lrs": lrs, "state": {"model_weight": {"denoiser": model.state_dict()}}}
+
+
+def _authors_atbsn(job: dict) -> dict:
+    """Their ATBSN_Model (train_atbsn.yml), then ATBSN_D_Model (distill_atbsn.yml) on the teacher ``job`` gives."""
+    import torch
+
+    code = Path(job["code"])
+    sys.path[:0] = [str(code), str(code / "codes")]
+    from codes.models.atbsn_d_model import ATBSN_D_Model
+    from codes.models.atbsn_model import ATBSN_Model
+
+    def build(cls, name: str, weights: dict):
+        opt = _yaml(code / "codes" / "options" / "train" / name)
+        path = Path(job["tmp"]) / f"authors_{name}.pth"
+        torch.save(weights, path)
+        opt.update(dist=False, gpu_ids=None, usage="train", test=opt.get("test"))
+        opt["path"].update(pretrain_model=str(path), strict_load=True)
+        return cls(opt), opt
+
+    def run(model, opt, batches, start):
+        def step(i, batch):
+            lr = model.get_current_learning_rate()
+            model.feed_data({"gt": batch * 255.0, "noisy": batch * 255.0})     # their datasets give [0, 255]
+            model.optimize_parameters(start + i + 1)
+            model.update_learning_rate(start + i + 1, warmup_iter=opt["train"]["warmup_iter"])
+            return model.log_dict["l_all"], lr
+        return train_steps(step, batches, job["seed"] + start)
+
+    teacher, opt = build(ATBSN_Model, "train_atbsn.yml", job["init"])
+    losses, lrs = run(teacher, opt, job["batches"], 0)
+    student, opt = build(ATBSN_D_Model, "distill_atbsn.yml", job["teacher"])
+    student.MoBanNet.module.nbsn.load_state_dict(job["student"])   # their N_BSN's own init for what is not copied
+    student.load()                                                   # then their teacher -> student copy
+    more, more_lrs = run(student, opt, job["batches2"], len(job["batches"]))
+    return {"losses": losses + more, "lrs": lrs + more_lrs,
+            "state": {"teacher": teacher.MoBanNet.state_dict(), "student": student.MoBanNet.state_dict()}}
+
+
+def _torch_class(path: str):
+    import torch
+
+    obj = torch
+    for part in path.split(".")[1:]:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _floats(args: dict) -> dict:
+    return {k: (float(v) if isinstance(v, str) else v) for k, v in args.items()}
+
+
+AUTHORS = {"amsnet": _authors_amsnet, "apbsn": _authors_apbsn, "atbsn": _authors_atbsn}
+
+
+def worker(job_path: str, out_path: str) -> int:
+    """The authors' side: read the job, train with their code, write losses, learning rates and weights."""
+    import torch
+
+    job = torch.load(job_path, weights_only=True)
+    job["tmp"] = str(Path(job_path).parent)
+    deterministic(job["threads"])
+    torch.save(AUTHORS[job["method"]](job), out_path)
+    return 0
+
+
+def run_authors(python: str, job: dict) -> dict:
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.pt", Path(tmp) / "out.pt"
+        torch.save(job, job_path)
+        proc = subprocess.run([python, str(Path(__file__).resolve()), "--worker", str(job_path), str(out_path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not out_path.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the authors' process failed (exit {proc.returncode}): {tail}")
+        return torch.load(out_path, weights_only=True)
+
+
+# ----------------------------------------------------------------------------- command line
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ArgumentError(message)
+
+
+def parse(argv) -> argparse.Namespace:
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--authors-code", type=Path, required=True, help="a checkout of the method's authors' code")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
+    p.add_argument("--authors-python", default=sys.executable,
+                   help="the Python that runs their code (default: this one)")
+    p.add_argument("--net", choices=list(NETS), help="amsnet: the denoiser (default restormer)")
+    p.add_argument("--batch", type=int, help="batch size (default: their config's)")
+    p.add_argument("--crop", type=int, help="crop side (default: their config's)")
+    p.add_argument("--seed", type=int, default=0, help="weights, batches and per-step RNG seeds (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in each process (default 1)")
+    p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
+    args = p.parse_args(argv)
+    if args.net and args.method != "amsnet":
+        p.error(f"--net is for --method amsnet only (method {args.method} has one network)")
+    if min(args.steps, args.threads, args.batch or 1, args.crop or 1) < 1:
+        p.error("--steps, --threads, --batch and --crop must be at least 1")
+    if not (args.authors_code / MARKERS[args.method]).is_file():
+        p.error(f"--authors-code {args.authors_code}: no {MARKERS[args.method]} (not a checkout for {args.method})")
+    if not Path(args.authors_python).is_file():
+        p.error(f"--authors-python {args.authors_python}: no such file")
+    return args
+
+
+def parity_one(args, c: Case, job: dict) -> tuple[Result, Result, list]:
+    """One training stage of each code (amsnet, apbsn): the authors' run, then ours."""
+    opt = our_options(c.options)
+    if opt["method"].get("loss_in_value_range") is False:                  # our loss on [0, 1]: theirs / range
+        c.loss_scale = float(opt["method"]["value_range"])
+    batches = make_batches(args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
+    init = initial_weights(opt, args.seed)
+    theirs = run_authors(args.authors_python, {**job, "init": to_authors(args.method, init), "batches": batches})
+    authors = Result(theirs["losses"], theirs["lrs"], from_authors(args.method, c.arch, theirs["state"]))
+    return authors, train_ours(opt, init, batches, args.seed, c.loss_scale), batches
+
+
+def parity_atbsn(args, c: Case, job: dict) -> tuple[Result, Result, list]:
+    """AT-BSN, then AT-BSN-D distilling our trained AT-BSN (the same teacher in both codes): --steps of each,
+    the losses one after the other, the weights of both networks (``teacher.``/``student.``)."""
+    from amcfd.archs import build_arch, convert_state_dict
+    from amcfd.hub.importers import write_checkpoint
+
+    opt1, opt2 = our_options(c.options), our_options("atbsn_distill.yml")
+    data = _yaml(Path(job["code"]) / "codes" / "options" / "train" / "distill_atbsn.yml")["datasets"]["train"]
+    batches = make_batches(args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
+    batches2 = make_batches(args.steps, args.batch or data["batch_size"], args.crop or data["crop_size"],
+                            args.seed + 1)
+    init = initial_weights(opt1, args.seed)
+    ours1 = train_ours(opt1, init, batches, args.seed)
+    student = initial_weights(opt2, args.seed + 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = build_arch(opt1["network"])
+        teacher.load_state_dict(ours1.weights)
+        write_checkpoint(teacher, opt1["network"], opt1["method"], Path(tmp) / "teacher.pth", {"kind": "parity"})
+        opt2["method"]["teacher"] = {"checkpoint": str(Path(tmp) / "teacher.pth")}
+        ours2 = train_ours(opt2, student, batches2, args.seed + args.steps)
+    theirs = run_authors(args.authors_python, {**job, "init": init, "batches": batches, "teacher": ours1.weights,
+                                               "student": student, "batches2": batches2})
+    their_teacher = convert_state_dict("ATBSN", theirs["state"]["teacher"])
+    their_student = {k[len("nbsn."):]: v for k, v in convert_state_dict("ATBSNStudent", theirs["state"]["student"])
+                     .items() if k.startswith("nbsn.")}
+    authors = Result(theirs["losses"], theirs["lrs"], {**{f"teacher.{k}": v for k, v in their_teacher.items()},
+                                                       **{f"student.{k}": v for k, v in their_student.items()}})
+    ours = Result(ours1.losses + ours2.losses, ours1.lrs + ours2.lrs,
+                  {**{f"teacher.{k}": v for k, v in ours1.weights.items()},
+                   **{f"student.{k}": v for k, v in ours2.weights.items()}})
+    return authors, ours, batches
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--worker"]:
+        return worker(*argv[1:3])
+    try:
+        args = parse(argv)
+    except ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(REPO))
+    code = args.authors_code.resolve()
+    deterministic(args.threads)
+    c = case(args.method, args.net, code)
+    job = {"method": args.method, "code": str(code), "config": NETS[args.net or "restormer"][1], "seed": args.seed,
+           "threads": args.threads}
+    run = parity_atbsn if args.method == "atbsn" else parity_one
+    try:
+        authors, ours, batches = run(args, c, job)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    net = f" ({c.arch})" if args.method == "amsnet" else ""
+    print(f"{args.method}{net}: {args.steps} steps, batch {batches[0].shape[0]} x {batches[0].shape[-1]}^2, "
+          f"ours options/train/{c.options}")
+    status, lines = finish(args.method, authors, ours)
+    if args.write_docs:
+        from amcfd.analysis.results_doc import command_line, update_section
+
+        body = (f"Our training against the authors' code ({args.authors_code.name}), {args.steps} steps from the same "
+                f"random weights, the same batches ({batches[0].shape[0]} x {batches[0].shape[-1]}², synthetic "
+                f"noisy crops), float32 on the CPU, deterministic; ours from options/train/{c.options}. Loss per "
+                "step (in their units) and the largest relative difference of a parameter tensor at the end "
+                f"(L2); parity when the loss differs by at most {LOSS_TOL:g} and the weights by at most "
+                f"{WEIGHT_TOL:g}.\n\n" + "\n".join(lines))
+        update_section(f"Parity: training, {args.method}{net}", body,
+                       command_line(__file__, argv).replace(str(args.authors_code), "AUTHORS_CHECKOUT"))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

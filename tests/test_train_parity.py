@@ -1,0 +1,109 @@
+"""scripts/train_parity.py without the authors' code: our step's determinism, the comparison and its exit code."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_script
+
+tool = load_script("train_parity")
+
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_settings():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+LAST = r"parity amsnet: 3 steps, max loss rel diff \S+, max weight rel diff \S+"
+
+
+def _options(lr: float = 1e-3) -> dict:
+    from amcfd.options import resolved_options
+
+    return resolved_options({
+        "network": {"type": "DnCNN", "preset": "small"},
+        "method": {"type": "AMSNet", "pd_train": 2},
+        "train": {"optim": "AdamW", "lr": lr, "total_iter": 10, "scheduler": "cosine", "eta_min": 0.0},
+    })
+
+
+def _run(opt: dict, init: dict | None = None, steps: int = 3):
+    batches = tool.make_batches(steps, 2, 16, seed=5)
+    init = tool.initial_weights(opt, seed=1) if init is None else init
+    return tool.train_ours(opt, init, batches, seed=7)
+
+
+def test_our_training_step_is_deterministic():
+    tool.deterministic(1)
+    a, b = _run(_options()), _run(_options())
+    assert a.losses == b.losses and len(a.losses) == 3
+    assert a.losses[0] != a.losses[-1]                              # it trained
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    init = tool.initial_weights(_options(), seed=1)
+    assert any(not torch.equal(a.weights[k], init[k]) for k in init)
+
+
+def test_the_same_code_twice_is_parity(capsys):
+    tool.deterministic(1)
+    status, lines = tool.finish("amsnet", _run(_options()), _run(_options()))
+    assert status == 0
+    assert lines[-1] == "parity amsnet: 3 steps, max loss rel diff 0.000e+00, max weight rel diff 0.000e+00"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == lines[-1]
+
+
+@pytest.mark.parametrize("perturb", ["lr", "weight"])
+def test_a_perturbed_copy_fails(perturb):
+    import re
+
+    tool.deterministic(1)
+    opt = _options()
+    init = tool.initial_weights(opt, seed=1)
+    if perturb == "lr":
+        other = _run(_options(lr=2e-3), init)
+    else:
+        changed = dict(init)
+        key = next(k for k, v in init.items() if v.dtype.is_floating_point and v.dim() == 4)
+        changed[key] = init[key] * 1.01
+        other = _run(opt, changed)
+    status, lines = tool.finish("amsnet", _run(opt, init), other, out=lambda line: None)
+    assert status == 1
+    assert re.fullmatch(LAST, lines[-1])
+    cmp = tool.compare(_run(opt, init), other)
+    assert cmp["max_loss"] > tool.LOSS_TOL or cmp["max_weight"] > tool.WEIGHT_TOL
+
+
+def test_compare_thresholds_and_missing_weights():
+    w = {"a": torch.ones(4)}
+    near = tool.compare(tool.Result([1.0, 2.0], [1e-4] * 2, w), tool.Result([1.00005, 2.0], [1e-4] * 2,
+                                                                          {"a": torch.ones(4) * 1.0009}))
+    assert near["ok"] and near["max_loss"] == pytest.approx(5e-5, rel=1e-3)
+    assert near["max_weight"] == pytest.approx(9e-4, rel=1e-3)
+    far = tool.compare(tool.Result([1.0], [0], w), tool.Result([1.0002], [0], w))
+    assert not far["ok"]
+    missing = tool.compare(tool.Result([1.0], [0], w), tool.Result([1.0], [0], {"b": torch.ones(4)}))
+    assert not missing["ok"] and missing["max_weight"] == float("inf")
+    fewer = tool.compare(tool.Result([1.0, 1.0], [0, 0], w), tool.Result([1.0], [0], w))
+    assert not fewer["ok"]
+
+
+def test_masked_taps_are_compared_as_the_network_uses_them():
+    mask = torch.tensor([1.0, 0.0, 1.0])
+    theirs = {"conv.weight": torch.tensor([1.0, 0.0, 2.0]), "conv.mask": mask}
+    ours = {"conv.weight": torch.tensor([1.0, 5.0, 2.0]), "conv.mask": mask}
+    assert tool.compare(tool.Result([1.0], [0], theirs), tool.Result([1.0], [0], ours))["max_weight"] > 1
+    assert tool.finish("m", tool.Result([1.0], [0], theirs), tool.Result([1.0], [0], ours), lambda s: None)[0] == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["--method", "amsnet"],
+    ["--method", "nope", "--authors-code", "."],
+    ["--method", "amsnet", "--authors-code", "/nonexistent/checkout"],
+    ["--method", "apbsn", "--authors-code", ".", "--net", "nafnet"],
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, capsys):
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
