@@ -141,7 +141,7 @@ class Registry:
 ARCHS = Registry("architecture", modules=[
     "amcfd.archs.restormer", "amcfd.archs.nafnet", "amcfd.archs.dncnn",
     "amcfd.archs.unet", "amcfd.archs.deamnet", "amcfd.archs.dbsn", "amcfd.archs.ambsn",
-    "amcfd.archs.atbsn", "amcfd.archs.nbsn",
+    "amcfd.archs.atbsn", "amcfd.archs.nbsn", "amcfd.archs.posterior",
 ])
 METHODS = Registry("method", modules=[
     "amcfd.methods.base", "amcfd.methods.amsnet", "amcfd.methods.distill_coarse", "amcfd.methods.distill_fine",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from amcfd.losses.basic import l1, masked_l1, smoothness_tv
+from amcfd.losses.posterior import posterior_loss, posterior_mean
 from amcfd.methods.base import Method
 from amcfd.ops.batching import resolve_chunk, resolve_workers, run_in_chunks
 from amcfd.ops.masks import MASK_MODES, check_masks, complementary_masks
@@ -75,16 +76,19 @@ def multi_mask_denoise(net: nn.Module, x: torch.Tensor, masks: torch.Tensor | No
 
 
 def amsnet_denoise(net: nn.Module, noisy: torch.Tensor, stride: int = 2,
-                   masks: torch.Tensor | None = None, pad_mode: str = "replicate", **mask_options):
+                   masks: torch.Tensor | None = None, pad_mode: str = "replicate", combine=None, **mask_options):
     """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8), (B, C, H, W) -> (B, C, H, W).
 
     Sizes not divisible by ``stride`` are padded (``pad_mode``; ``replicate`` never puts a copy of a pixel
     in its own sub-image, see ``AMSNet``) and cropped back. ``masks``:
-    optional keep-masks for the sub-images (k, B*s*s, 1|C, H/s, W/s). ``mask_options`` go to
+    optional keep-masks for the sub-images (k, B*s*s, 1|C, H/s, W/s). ``combine(sub, out)``: what becomes of
+    the assembled output and the sub-images before P_s^-1 (the posterior mean). ``mask_options`` go to
     ``multi_mask_denoise`` (num_masks, mask_mode, mask_ratio, chunk_size, batched, workers).
     """
     sub = pd_down(noisy, stride, pad_mode=pad_mode) if stride > 1 else noisy  # (B*s*s, C, H/s, W/s)
     out = multi_mask_denoise(net, sub, masks, **mask_options)
+    if combine is not None:
+        out = combine(sub, out)
     return pd_up(out, stride, size=noisy.shape[-2:]) if stride > 1 else out
 
 
@@ -100,23 +104,28 @@ def crop_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     return x[..., :h - h % stride, :w - w % stride]
 
 
-def single_mask_loss(net: nn.Module, noisy: torch.Tensor, stride: int = 5,
-                     masks: torch.Tensor | None = None, branch: int = 0, num_masks: int = 2,
-                     mask_mode: str = "pixel", mask_ratio: float | Sequence[float] | None = None,
-                     return_output: bool = False):
-    """L_m (Eq. 4) of one training step: P_s, branch ``branch`` only, L1 on its hidden pixels.
-
-    ``masks``: optional keep-masks (k, B*s*s, 1|C, H/s, W/s) (all k are drawn, as the authors do;
-    only ``masks[branch]`` is used). ``return_output``: also return the branch output and masks.
-    """
+def masked_branch(net: nn.Module, noisy: torch.Tensor, stride: int = 5, masks: torch.Tensor | None = None,
+                  branch: int = 0, num_masks: int = 2, mask_mode: str = "pixel",
+                  mask_ratio: float | Sequence[float] | None = None):
+    """One training branch (Eq. 4's input): P_s, then ``net`` on the pixels branch ``branch`` keeps ->
+    (sub-images, the network's output, all keep-masks (k, B*s*s, 1|C, H/s, W/s); drawn when not given, all k as
+    the authors do)."""
     noisy = crop_to_multiple(noisy, stride)
     sub = pd_down(noisy, stride) if stride > 1 else noisy                # (B*s*s, C, H/s, W/s)
     if masks is None:
         masks = complementary_masks(sub, num_masks, mask_mode, mask_ratio)
     masks = check_masks(masks, sub)
-    keep = masks[branch]                                                  # (B*s*s, 1|C, h, w)
-    out = net(sub * keep.to(sub.dtype))
-    loss = masked_l1(out, sub, ~keep)
+    return sub, net(sub * masks[branch].to(sub.dtype)), masks
+
+
+def single_mask_loss(net: nn.Module, noisy: torch.Tensor, stride: int = 5,
+                     masks: torch.Tensor | None = None, branch: int = 0, num_masks: int = 2,
+                     mask_mode: str = "pixel", mask_ratio: float | Sequence[float] | None = None,
+                     return_output: bool = False):
+    """L_m (Eq. 4) of one training step: P_s, branch ``branch`` only, L1 on its hidden pixels.
+    ``return_output``: also return the branch output and masks (``masked_branch``)."""
+    sub, out, masks = masked_branch(net, noisy, stride, masks, branch, num_masks, mask_mode, mask_ratio)
+    loss = masked_l1(out, sub, ~masks[branch])
     return (loss, out, masks) if return_output else loss
 
 
@@ -196,6 +205,13 @@ class AMSNet(Method):
       recharge: give back detail the blind-spot output lost, by the local Wiener blend with the noisy
         input of ops/recharge.py (False: the paper's output). recharge_window: its box (9).
         recharge_quantile: the quantile of the local residual energy taken as the noise floor (0.05).
+      posterior: the network (``network.type: Posterior``, archs/posterior.py) also predicts a prior variance
+        and learns the noise variance as a function of intensity; training minimises the Gaussian likelihood of
+        each hidden pixel (losses/posterior.py) instead of L1, and the output is the posterior mean of each
+        pixel given its prior and its own noisy value (Laine et al. 2019), in each PD sub-image (the stride
+        decorrelates the noise; False). Not with recharge (the posterior gives the pixel's own value back),
+        finetune_smooth or mask_mode 'element'. prior_weight: the weight of the prior's share of the variance,
+        which makes the noise curve, not the prior, explain what does not depend on the surroundings (0.1).
     """
 
     AUTO_OPTIONS = ("pd_train", "pd_test", "recharge")   # may be 'auto': chosen from the noise (noise/auto.py)
@@ -206,7 +222,7 @@ class AMSNet(Method):
                  smooth_eps: float = 1e-6, r3: bool = False, r3_copies: int = 8, r3_ratio: float = 0.16,
                  r3_mode: str = "pixel", chunk_size=None, workers=None, batched: bool = True,
                  pad_mode: str = "replicate", recharge: bool = False, recharge_window: int = 9,
-                 recharge_quantile: float = 0.05):
+                 recharge_quantile: float = 0.05, posterior: bool = False, prior_weight: float = 0.1):
         super().__init__(net)
         for name, value in (("pd_train", pd_train), ("pd_test", pd_test), ("r3_copies", r3_copies)):
             _require(_is_int(value) and value >= 1, name, value, "an int >= 1")
@@ -240,6 +256,20 @@ class AMSNet(Method):
         self.r3, self.r3_copies, self.r3_ratio, self.r3_mode = r3, r3_copies, r3_ratio, r3_mode
         self.chunk_size, self.workers, self.batched, self.pad_mode = chunk_size, workers, batched, pad_mode
         self.recharge, self.recharge_window, self.recharge_quantile = recharge, recharge_window, recharge_quantile
+        _require(isinstance(posterior, bool), "posterior", posterior, "true or false")
+        _require(isinstance(prior_weight, (int, float)) and prior_weight >= 0, "prior_weight", prior_weight, ">= 0")
+        if posterior:
+            from amcfd.archs.posterior import Posterior
+
+            if net is not None and not isinstance(net, Posterior):
+                raise ConfigError("option 'method.posterior' needs a network that predicts its prior variance and "
+                                  f"learns the noise: network.type Posterior (it wraps any other), not "
+                                  f"{type(net).__name__}")
+            clash = [k for k, on in (("recharge", recharge), ("finetune_smooth", finetune_smooth),
+                                     ("mask_mode 'element'", mask_mode == "element")) if on]
+            if clash:
+                raise ConfigError(f"option 'method.posterior' excludes method.{clash[0]}: set one of them off")
+        self.posterior, self.prior_weight = posterior, prior_weight
 
     # -- pieces -------------------------------------------------------------------------------
     def _mask_options(self) -> dict:
@@ -248,19 +278,38 @@ class AMSNet(Method):
 
     def multi_mask(self, noisy: torch.Tensor, stride: int | None = None,
                    masks: torch.Tensor | None = None) -> torch.Tensor:
-        """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8) without R^3; keeps the graph (used by AMSNet-P)."""
+        """I_DN = P_s^-1(D_M(P_s(I_N))) (Eq. 8) without R^3; keeps the graph (used by AMSNet-P). With
+        ``posterior``: each sub-image pixel's posterior mean given its prior and its noisy value."""
         stride = self.pd_test if stride is None else stride
-        return amsnet_denoise(self.net, noisy, stride, masks, self.pad_mode, **self._mask_options())
+        combine = self.combine_posterior if self.posterior else None
+        return amsnet_denoise(self.net, noisy, stride, masks, self.pad_mode, combine, **self._mask_options())
+
+    def combine_posterior(self, sub: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x_hat of every pixel of ``sub`` from the assembled [mu, log sigma_p^2] (losses/posterior.py)."""
+        mu, log_prior = out.chunk(2, 1)
+        return posterior_mean(sub, mu, log_prior.exp(), self.net.noise_variance(mu))
+
+    def prior_mean_net(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's prior mean mu alone (R^3 of a posterior network runs on it)."""
+        return self.net(x)[:, : x.shape[1]]
 
     def refine(self, denoised: torch.Tensor, noisy: torch.Tensor, replace_masks=None,
                net_masks=None) -> torch.Tensor:
         """R^3 at stride 1 with this method's mask and batching options."""
-        return amsnet_r3(self.net, denoised, noisy, self.r3_copies, self.r3_ratio, self.r3_mode,
+        net = self.prior_mean_net if self.posterior else self.net
+        return amsnet_r3(net, denoised, noisy, self.r3_copies, self.r3_ratio, self.r3_mode,
                          replace_masks, net_masks, **self._mask_options())
 
     # -- Method contract ------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:
         noisy = batch["noisy"]
+        if self.posterior:
+            sub, out, masks = masked_branch(self.net, noisy, self.pd_train, branch=self.train_branch,
+                                            num_masks=self.num_masks, mask_mode=self.mask_mode,
+                                            mask_ratio=self.mask_ratio)
+            mu, log_prior = out.chunk(2, 1)
+            return posterior_loss(sub, mu, log_prior.exp(), self.net.noise_variance(mu.detach()),
+                                  ~masks[self.train_branch], self.prior_weight)
         if not self.finetune_smooth:
             loss = single_mask_loss(self.net, noisy, self.pd_train, branch=self.train_branch,
                                     num_masks=self.num_masks, mask_mode=self.mask_mode,
