@@ -139,6 +139,23 @@ def test_fill_budget_raises_total_iter_and_fits_warm_up(tmp_path):
     assert t["warmup_iter"] <= t["total_iter"] // 10                   # warm-up inside the fitted schedule
 
 
+def test_a_run_that_slows_down_after_its_budget_probe_still_ends_within_its_budget(tmp_path):
+    import time
+
+    trainer = Trainer(tiny_options(tmp_path, total_iter=100_000, warmup_iter=0, max_minutes=0.03))
+    step = trainer._step
+
+    def slower(batch):                  # a busy machine: after the probe, every step takes 40 ms more
+        if trainer.iteration > 30:
+            time.sleep(0.04)
+        return step(batch)
+
+    trainer._step = slower
+    trainer.train()
+    assert trainer.spent_seconds() < 0.03 * 60 + 0.5            # the probe alone would have run for minutes
+    assert finished_run(trainer.exp_dir) is not None             # and it ended as a finished run
+
+
 def test_a_budget_that_shortens_a_multistep_schedule_keeps_its_shape(tmp_path):
     trainer = Trainer(tiny_options(tmp_path, total_iter=100_000, scheduler="multistep", milestones=[40_000, 80_000],
                                    warmup_iter=0, max_minutes=0.01))

@@ -267,14 +267,15 @@ class Trainer:
         """Wall-clock seconds this run has spent, before an interruption included (train.max_minutes counts it)."""
         return self.spent_before + time.perf_counter() - self.started
 
-    def _fit_budget(self, first: int, first_time: float) -> int:
-        """train.max_minutes: from the speed of the steps since ``first``, the last iteration that ends within
-        the budget; total_iter is lowered to it (the schedule follows: cosine ends there, multistep milestones
-        keep their fractions of total_iter), or also raised with ``fill_budget``.
-        A resumed run fits what is left of the budget (the time spent before the interruption is kept).
-        Warm-up is kept within the first tenth of a changed schedule. Same value on all ranks."""
+    def _fit_budget(self, per_step: float, again: bool = False) -> int:
+        """train.max_minutes: at ``per_step`` seconds per step, the last iteration that ends within the budget;
+        total_iter is lowered to it (the schedule follows: cosine ends there, multistep milestones keep their
+        fractions of total_iter), or also raised with ``fill_budget``. ``again``: a later check (at every log
+        step, from the recent steps' speed), which only lowers it, so a run that slows down (a busy machine)
+        still ends within its budget. A resumed run fits what is left of the budget (the time spent before the
+        interruption is kept). Warm-up is kept within the first tenth of a changed schedule. Same value on all
+        ranks."""
         t = self.opt["train"]
-        per_step = (time.perf_counter() - first_time) / (self.iteration - first)
         left = t["max_minutes"] * 60 - self.spent_seconds()
         fit = torch.tensor([max(self.iteration, self.iteration + int(left / per_step))], dtype=torch.long)
         if self.world > 1:
@@ -282,9 +283,9 @@ class Trainer:
             torch.distributed.all_reduce(fit, op=torch.distributed.ReduceOp.MIN)
         fit = int(fit.item())
         nominal = t["total_iter"]
-        if fit < nominal or (t["fill_budget"] and fit != nominal):
-            log.info("train.max_minutes %g: %.3f s per step, total_iter %d -> %d", t["max_minutes"], per_step,
-                     nominal, fit)
+        if fit < nominal or (t["fill_budget"] and fit != nominal and not again):
+            log.info("train.max_minutes %g: %.3f s per step%s, total_iter %d -> %d", t["max_minutes"], per_step,
+                     " lately" if again else "", nominal, fit)
             t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
             if t["milestones"]:                # multistep: the same shape, its steps at the same fractions
                 t["milestones"] = [max(1, round(m * fit / nominal)) for m in t["milestones"]]
@@ -292,7 +293,7 @@ class Trainer:
                 log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", t["warmup_iter"], fit // 10)
                 t["warmup_iter"] = fit // 10
             self.logger.set_total(fit)
-        if fit < LOW_BUDGET_SHARE * nominal:
+        if fit < LOW_BUDGET_SHARE * nominal and not again:
             log.warning("train.max_minutes %g fits only %d of the %d steps of option 'train.total_iter' "
                         "(%.3f s per step): expect a poorly trained model; raise the budget", t["max_minutes"], fit,
                         nominal, per_step)
@@ -440,7 +441,7 @@ class Trainer:
                 self.first_step_done = time.perf_counter()
             window_steps += 1
             if t["max_minutes"] and self.iteration - first == BUDGET_PROBE_STEPS:
-                total = self._fit_budget(first, first_time)
+                total = self._fit_budget((time.perf_counter() - first_time) / BUDGET_PROBE_STEPS)
                 end = min(total, stop_at) if stop_at else total
             self.method.on_train_iter(self.iteration)
             if self.iteration % lg["print_freq"] == 0 or self.iteration == end:
@@ -452,6 +453,9 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 now = time.perf_counter()
                 self._log_timing(window_steps, now - window_start, window_wait)
+                if t["max_minutes"] and self.iteration - first > BUDGET_PROBE_STEPS and self.iteration < end:
+                    total = self._fit_budget((now - window_start) / window_steps, again=True)
+                    end = min(total, stop_at) if stop_at else total
                 window_start, window_steps, window_wait = now, 0, 0.0
             self.logger.tick(self.iteration, last_losses)
             at_end = self.iteration == total
