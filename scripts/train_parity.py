@@ -2,6 +2,7 @@
 
     python scripts/train_parity.py --authors-code CHECKOUT --method amsnet --net nafnet --steps 20
     python scripts/train_parity.py --authors-code CHECKOUT --method apbsn --authors-python VENV/bin/python
+    python scripts/train_parity.py --authors-code APRRD_CHECKOUT --method aprrd --batch 4 --crop 64
 
 Both codes start from the same random weights (ours, built from our option file; loaded into theirs under
 their key names, and their final weights read back through our importers, amcfd/hub/importers.py), see the
@@ -36,7 +37,31 @@ Methods, and what runs in the authors' process:
     its student first given our initial student weights (their ``load`` then copies the teacher into all but
     ``nin_*`` and ``dec1``, as ours). Rows 1..N are AT-BSN, N+1..2N the distillation; the weights of both
     networks are compared. Patched: nothing; the option dict gets ``dist`` false, ``gpu_ids`` none, ``usage``
-    train. Not covered: APR-RD (aprrd).
+    train.
+  aprrd (HYK2017/APRRD, NBSN_1.02M/codes: config.json, preparation.py; ours apr.yml then aprrd.yml): their
+    ``initialize_models`` (ATBSN, N_BSN, ``Inf_T_elements`` around the same ATBSN) given our initial weights,
+    ``setup_training`` (Adam 3e-4, betas (0.9, 0.999), ``CustomCosineLR`` over their 400k / 200k iterations) and
+    ``train`` itself, twice: the BSN with APR and ``L_APR``, then the NBSN with the recharge and ``L_RD``, whose
+    teacher file (``BSN_<name>.pth`` in their ``trained_path``) is replaced by our trained AT-BSN between the two
+    (the same teacher in both codes). Their dataset is a stand-in whose ``get_dataloader`` yields our batches
+    (in [0, 1], their range), seeding the global RNG before each step; their RD loop crops the centre
+    NBSN-patch of each batch, so ours are zero-padded by their margin ((256 - 128) / 2) and the crop returns
+    them. Losses are read by a forward hook on ``L_APR`` / ``L_RD``, the weights from the files ``train`` saves.
+    Rows 1..N are APR, N+1..2N RD. Patched: ``setup_device`` is not called (it calls ``torch.cuda.set_device``),
+    config ``gpu_use`` is 0 as it would set without a GPU; ``total_iter`` (only after the schedulers are made),
+    ``batch_size``, ``patch_size`` and ``trained_path`` follow the run; ``torchvision`` is stubbed (their unused
+    loaders import it). No random draw needed patching: APR's ``torch.randint`` over their 72 window pairs and the
+    recharge's ``torch.randint`` are ours, draw for draw (ops/replace.py enumerates the pairs in their order);
+    the recharger's ``torch.randperm`` (``generate_subset_mask``, percentage 1) keeps every pixel, and nothing
+    draws after it in a step. Crops must be multiples of 32 (their networks have no padding).
+  ambsn (wam730/AM-BSN, config/SIDD.yaml; ours ambsn.yml): the repository publishes no training driver ("As soon
+    as our paper is accepted, we will upload the training code", README) but does publish the training pieces
+    the driver would call: ``set_optimizer`` (Adam 2e-4), ``Loss`` ("1*self_L1", against the noisy input),
+    ``_run_step`` and ``_adjust_lr`` (util/model_need_tools.py), and the ``BSN`` wrapper (model/get_model.py: PD
+    5, pad 2, no shuffle) around ``AMBSN``; those run here, as apbsn, on the batch x 255. Patched:
+    ``model.restormer_arch`` (deleted upstream, still imported by model/AMBSN.py for ``DC_branchl2_attn``, which
+    AMBSN never builds) is stubbed. Their step schedule acts at the end of epochs 8, 16, 24 only, outside the
+    steps run. Crops must be multiples of 5.
 
 Masked convolutions (AP-BSN's centre-masked conv) are compared as the network uses them, weight x mask: their
 forward zeroes the masked taps of the parameter in place, ours multiplies by the mask and leaves the (unused)
@@ -55,10 +80,14 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("amsnet", "apbsn", "atbsn")
+METHODS = ("amsnet", "apbsn", "ambsn", "atbsn", "aprrd")
 NETS = {"restormer": ("Restormer", "restormer", "amsnet.yml"),        # --net: our arch, their config, ours
         "nafnet": ("NAFNetBase", "nafnet", "amsnet_nafnet.yml")}
-MARKERS = {"amsnet": "codes/model.py", "apbsn": "src/model/APBSN.py", "atbsn": "codes/models/atbsn_d_model.py"}
+MARKERS = {"amsnet": "codes/model.py", "apbsn": "src/model/APBSN.py", "ambsn": "util/model_need_tools.py",
+           "atbsn": "codes/models/atbsn_d_model.py", "aprrd": "NBSN_1.02M/codes/preparation.py"}
+APRRD_CODES = "NBSN_1.02M/codes"
+# two-stage methods: our second option file, its network type, and how their final state maps to ours
+SECOND = {"atbsn": ("atbsn_distill.yml", "ATBSNStudent"), "aprrd": ("aprrd.yml", "NBSN")}
 LOSS_TOL, WEIGHT_TOL = 1e-4, 1e-3
 
 
@@ -245,6 +274,12 @@ def case(method: str, net: str | None, code: Path) -> Case:
     if method == "atbsn":
         data = _yaml(code / "codes" / "options" / "train" / "train_atbsn.yml")["datasets"]["train"]
         return Case("atbsn.yml", "ATBSN", data["batch_size"], data["crop_size"])
+    if method == "aprrd":
+        cfg = _aprrd_config(code)
+        return Case("apr.yml", "ATBSN", cfg["batch_size"]["Training"], cfg["patch_size"]["BSN"])
+    if method == "ambsn":
+        cfg = _yaml(code / "config" / "SIDD.yaml")["training"]
+        return Case("ambsn.yml", "AMBSN", cfg["batch_size"], cfg["dataset_args"]["crop_size"][0])
     cfg = _yaml(code / "conf" / "APBSN_SIDD.yaml")["training"]
     return Case("apbsn.yml", "DBSNl", cfg["batch_size"], cfg["dataset_args"]["crop_size"][0])
 
@@ -253,6 +288,21 @@ def _yaml(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def _aprrd_config(code: Path) -> dict:
+    import json
+
+    return json.loads((code / APRRD_CODES / "config.json").read_text())
+
+
+def second_case(method: str, code: Path) -> tuple[int, int]:
+    """The second stage's batch and crop in their config (the distillation's)."""
+    if method == "aprrd":
+        cfg = _aprrd_config(code)
+        return cfg["batch_size"]["Training"], cfg["patch_size"]["NBSN"]
+    data = _yaml(code / "codes" / "options" / "train" / "distill_atbsn.yml")["datasets"]["train"]
+    return data["batch_size"], data["crop_size"]
 
 
 def to_authors(method: str, init: dict) -> dict:
@@ -348,6 +398,43 @@ def _authors_apbsn(job: dict) -> dict:
     return {"losses": losses, "lrs": lrs, "state": {"model_weight": {"denoiser": model.state_dict()}}}
 
 
+def _authors_ambsn(job: dict) -> dict:
+    """Their ``BSN`` wrapper (model/get_model.py) around ``AMBSN`` from config/SIDD.yaml, their ``set_optimizer``,
+    ``Loss`` and ``_run_step`` (util/model_need_tools.py: forward, loss means, backward, step, zero_grad), then
+    ``_adjust_lr`` after each step, as epoch 1 of an epoch of len(batches) iterations (their step schedule acts at
+    the end of epochs 8, 16, 24 only). The repository has no training driver: those are the pieces it publishes."""
+    code = Path(job["code"])
+    sys.path.insert(0, str(code))
+    if not (code / "model" / "restormer_arch.py").is_file():      # deleted upstream, still imported by AMBSN.py
+        stub = types.ModuleType("model.restormer_arch")           # for DC_branchl2_attn, which AMBSN never builds
+        stub.DTB = None
+        sys.modules["model.restormer_arch"] = stub
+    from model.get_model import BSN
+    from util import model_need_tools as tools
+    from util.loss import Loss
+
+    cfg = _yaml(code / "config" / "SIDD.yaml")
+    model = BSN(**cfg["model"]["kwargs"])
+    model.load_state_dict(job["init"], strict=True)
+    model.train()
+    train_cfg, module = cfg["training"], {"denoiser": model}
+    optimiser = tools.set_optimizer(module, train_cfg)
+    loss = Loss(train_cfg["loss"], train_cfg["tmp_info"])
+    run_cfg = {"gpu": "cpu", "model_input": cfg["model_input"]}
+    batches, n = job["batches"], len(job["batches"])
+    data = iter({"real_noisy": b * 255.0, "noisy": b * 255.0} for b in batches)   # their datasets: [0, 255]
+
+    def step(i, batch):
+        lr, totals = tools._get_current_lr(optimiser), {"count": 0}
+        tools._run_step({"dataset": data}, module, optimiser, loss, 1, i + 1, n, train_cfg["max_epoch"], totals,
+                        run_cfg)
+        tools._adjust_lr(optimiser, i + 1, 1, n, train_cfg)
+        return sum(v for k, v in totals.items() if k != "count"), lr
+
+    losses, lrs = train_steps(step, batches, job["seed"])
+    return {"losses": losses, "lrs": lrs, "state": {"model_weight": {"denoiser": model.state_dict()}}}
+
+
 def _authors_atbsn(job: dict) -> dict:
     """Their ATBSN_Model (train_atbsn.yml), then ATBSN_D_Model (distill_atbsn.yml) on the teacher ``job`` gives."""
     import torch
@@ -384,6 +471,72 @@ def _authors_atbsn(job: dict) -> dict:
             "state": {"teacher": teacher.MoBanNet.state_dict(), "student": student.MoBanNet.state_dict()}}
 
 
+def _authors_aprrd(job: dict) -> dict:
+    """Their preparation.py: ``initialize_models`` and ``setup_training`` (Adam, CustomCosineLR over their config's
+    400k / 200k iterations), then ``train`` for the BSN (APR) and for the NBSN (RD), each for len(batches) steps."""
+    import os
+
+    import torch
+    import torch.nn.functional as F
+
+    code = Path(job["code"]) / APRRD_CODES
+    if "torchvision" not in sys.modules:              # utils/dataloader.py imports it; their loaders are not used
+        vision = types.ModuleType("torchvision")
+        vision.transforms = types.ModuleType("torchvision.transforms")
+        sys.modules.update({"torchvision": vision, "torchvision.transforms": vision.transforms})
+    os.chdir(code)                                    # preparation.py reads ./config.json at import
+    sys.path.insert(0, str(code))
+    import preparation
+
+    config, cpu, name = preparation.config, torch.device("cpu"), "parity"
+    config["gpu_use"] = 0                              # what their setup_device sets without a GPU (not called:
+    bsn_info, nbsn_info = preparation.initialize_models(cpu, [])       # it calls torch.cuda.set_device)
+    f, fd = bsn_info[0], nbsn_info[0]
+    f.load_state_dict(job["init"], strict=True)
+    fd.load_state_dict(job["student"], strict=True)
+    bsn_training, nbsn_training = preparation.setup_training(f, fd)
+    margin = (config["patch_size"]["BSN"] - config["patch_size"]["NBSN"]) // 2
+    side = job["batches2"][0].shape[-1]
+    config.update(trained_path=job["tmp"], total_iter={"BSN": len(job["batches"]), "NBSN": len(job["batches2"])},
+                  patch_size={"BSN": side + 2 * margin, "NBSN": side})
+    config["batch_size"]["Training"] = job["batches"][0].shape[0]
+
+    class Feed:
+        """Their dataset: ``get_dataloader`` yields our batches, seeding the global RNG before each step."""
+
+        def __init__(self, batches, optimiser, start):
+            self.batches, self.optimiser, self.start, self.lrs = batches, optimiser, start, []
+
+        def __len__(self):
+            return len(self.batches) * self.batches[0].shape[0]
+
+        def get_dataloader(self, batch_size, shuffle):
+            return self
+
+        def __iter__(self):
+            for i, batch in enumerate(self.batches):
+                torch.manual_seed(job["seed"] + self.start + i)
+                self.lrs.append(self.optimiser.param_groups[0]["lr"])
+                yield batch
+
+    def run(info, training, batches, start):
+        losses = []
+        training[3].register_forward_hook(lambda module, args, out: losses.append(float(out)))
+        feed = Feed(batches, training[1], start)
+        preparation.train([feed, name], info, training, cpu)
+        return losses, feed.lrs
+
+    losses, lrs = run(bsn_info, bsn_training, job["batches"], 0)
+    path = Path(job["tmp"]) / f"BSN_{name}.pth"
+    teacher = torch.load(path, weights_only=True)["model_state_dict"]
+    torch.save({"model_state_dict": job["teacher"]}, path)        # the same teacher in both codes: ours
+    # their RD loop takes the centre NBSN x NBSN crop of each BSN x BSN patch: our batches padded by the margin
+    padded = [F.pad(b, (margin, margin, margin, margin)) for b in job["batches2"]]
+    more, more_lrs = run(nbsn_info, nbsn_training, padded, len(job["batches"]))
+    student = torch.load(Path(job["tmp"]) / f"NBSN_{name}.pth", weights_only=True)["model_state_dict"]
+    return {"losses": losses + more, "lrs": lrs + more_lrs, "state": {"teacher": teacher, "student": student}}
+
+
 def _torch_class(path: str):
     import torch
 
@@ -397,7 +550,8 @@ def _floats(args: dict) -> dict:
     return {k: (float(v) if isinstance(v, str) else v) for k, v in args.items()}
 
 
-AUTHORS = {"amsnet": _authors_amsnet, "apbsn": _authors_apbsn, "atbsn": _authors_atbsn}
+AUTHORS = {"amsnet": _authors_amsnet, "apbsn": _authors_apbsn, "ambsn": _authors_ambsn, "atbsn": _authors_atbsn,
+           "aprrd": _authors_aprrd}
 
 
 def worker(job_path: str, out_path: str) -> int:
@@ -468,17 +622,17 @@ def parity_one(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     return authors, train_ours(opt, init, batches, args.seed, c.loss_scale), batches
 
 
-def parity_atbsn(args, c: Case, job: dict) -> tuple[Result, Result, list]:
-    """AT-BSN, then AT-BSN-D distilling our trained AT-BSN (the same teacher in both codes): --steps of each,
+def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
+    """A BSN, then its distillation from our trained BSN (the same teacher in both codes): --steps of each,
     the losses one after the other, the weights of both networks (``teacher.``/``student.``)."""
-    from amcfd.archs import build_arch, convert_state_dict
+    from amcfd.archs import build_arch
     from amcfd.hub.importers import write_checkpoint
 
-    opt1, opt2 = our_options(c.options), our_options("atbsn_distill.yml")
-    data = _yaml(Path(job["code"]) / "codes" / "options" / "train" / "distill_atbsn.yml")["datasets"]["train"]
+    options2, arch2 = SECOND[args.method]
+    opt1, opt2 = our_options(c.options), our_options(options2)
+    batch2, crop2 = second_case(args.method, Path(job["code"]))
     batches = make_batches(args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
-    batches2 = make_batches(args.steps, args.batch or data["batch_size"], args.crop or data["crop_size"],
-                            args.seed + 1)
+    batches2 = make_batches(args.steps, args.batch or batch2, args.crop or crop2, args.seed + 1)
     init = initial_weights(opt1, args.seed)
     ours1 = train_ours(opt1, init, batches, args.seed)
     student = initial_weights(opt2, args.seed + 1)
@@ -490,15 +644,23 @@ def parity_atbsn(args, c: Case, job: dict) -> tuple[Result, Result, list]:
         ours2 = train_ours(opt2, student, batches2, args.seed + args.steps)
     theirs = run_authors(args.authors_python, {**job, "init": init, "batches": batches, "teacher": ours1.weights,
                                                "student": student, "batches2": batches2})
-    their_teacher = convert_state_dict("ATBSN", theirs["state"]["teacher"])
-    their_student = {k[len("nbsn."):]: v for k, v in convert_state_dict("ATBSNStudent", theirs["state"]["student"])
-                     .items() if k.startswith("nbsn.")}
+    their_teacher, their_student = two_stage_from_authors(args.method, c.arch, arch2, theirs["state"])
     authors = Result(theirs["losses"], theirs["lrs"], {**{f"teacher.{k}": v for k, v in their_teacher.items()},
                                                        **{f"student.{k}": v for k, v in their_student.items()}})
     ours = Result(ours1.losses + ours2.losses, ours1.lrs + ours2.lrs,
                   {**{f"teacher.{k}": v for k, v in ours1.weights.items()},
                    **{f"student.{k}": v for k, v in ours2.weights.items()}})
     return authors, ours, batches
+
+
+def two_stage_from_authors(method: str, arch: str, arch2: str, state: dict) -> tuple[dict, dict]:
+    """Their teacher and student (atbsn: the student inside their ``DoubleNet``, ``nbsn.*``) under our names."""
+    from amcfd.archs import convert_state_dict
+
+    teacher, student = convert_state_dict(arch, state["teacher"]), convert_state_dict(arch2, state["student"])
+    if method == "atbsn":
+        student = {k[len("nbsn."):]: v for k, v in student.items() if k.startswith("nbsn.")}
+    return teacher, student
 
 
 def main(argv=None) -> int:
@@ -516,7 +678,7 @@ def main(argv=None) -> int:
     c = case(args.method, args.net, code)
     job = {"method": args.method, "code": str(code), "config": NETS[args.net or "restormer"][1], "seed": args.seed,
            "threads": args.threads}
-    run = parity_atbsn if args.method == "atbsn" else parity_one
+    run = parity_two_stage if args.method in SECOND else parity_one
     try:
         authors, ours, batches = run(args, c, job)
     except RuntimeError as exc:

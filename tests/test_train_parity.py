@@ -102,8 +102,25 @@ def test_masked_taps_are_compared_as_the_network_uses_them():
     ["--method", "nope", "--authors-code", "."],
     ["--method", "amsnet", "--authors-code", "/nonexistent/checkout"],
     ["--method", "apbsn", "--authors-code", ".", "--net", "nafnet"],
+    ["--method", "aprrd", "--authors-code", "."],
+    ["--method", "ambsn", "--authors-code", "."],
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, capsys):
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_two_stage_weights_from_the_authors_layout():
+    from amcfd.archs import build_arch
+
+    teacher = build_arch({"type": "ATBSN", "preset": "small"}).state_dict()
+    nbsn = build_arch({"type": "NBSN", "preset": "small"}).state_dict()
+    t, s = tool.two_stage_from_authors("aprrd", "ATBSN", "NBSN", {"teacher": {"model_state_dict": teacher},
+                                                                   "student": nbsn})
+    assert t.keys() == teacher.keys() and s.keys() == nbsn.keys()
+    assert all(torch.equal(s[k], nbsn[k]) for k in nbsn)
+    student = build_arch({"type": "ATBSNStudent", "preset": "small"}).state_dict()
+    double = {**{f"nbsn.{k}": v for k, v in student.items()}, **{f"bsn.{k}": v for k, v in teacher.items()}}
+    _, s = tool.two_stage_from_authors("atbsn", "ATBSN", "ATBSNStudent", {"teacher": teacher, "student": double})
+    assert s.keys() == student.keys()
