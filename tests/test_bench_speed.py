@@ -99,3 +99,14 @@ def test_sections_are_grouped_by_kind_and_benchmarks_by_preset(tmp_path):
                       "Benchmark: classical_sidd1", "Benchmark: cc15_cpu", "Benchmark: polyu30_cpu",
                       "Noise level: cc15", "Speed: student", "Training step profile: demo.yml"]
     assert "table of Benchmark: classical_sidd1" in doc.read_text()
+
+
+def test_the_results_index_lists_every_section_and_no_other():
+    """docs/results.md: its index table names each section once, and every name in it is a section."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    sections = re.findall(r"^## (.+)$", text, re.M)
+    head = text[: text.index("\n## ")]
+    listed = re.findall(r"^\| ([^|]+?) \| `", head, re.M)
+    assert sorted(listed) == sorted(sections) and len(set(listed)) == len(listed)
