@@ -141,7 +141,7 @@ class Pipeline:
     def needed(self) -> list[str]:
         """The stages ``run`` runs: the last one, and the stages that a stage it trains (not reuses) links to."""
         names = list(self.plan)
-        wanted = {names[-1]}
+        wanted = set(names[-1:])
         for name in reversed(names):
             if name in wanted and self.plan[name].action != "reuse":
                 wanted.update(self.plan[name].stage.links().values())
