@@ -228,3 +228,10 @@ def test_cost_counts_parameters_and_flops():
     threads = torch.get_num_threads()
     cost = network_cost({"type": "DnCNN", "preset": "small"}, size=32)
     assert torch.get_num_threads() == threads and cost["params"] > 0 and cost["gmacs"] == cost["gflops"] / 2 > 0
+
+
+def test_rows_timed_on_a_busy_machine_say_so():
+    from amcfd.analysis.report import busy_note
+
+    assert busy_note({"a": {"load": 1.5}, "b": {}}, cores=2) == ""
+    assert "load average up to 3.2 on 2 cores" in busy_note({"a": {"load": 3.2}, "b": {"load": 0.5}}, cores=2)

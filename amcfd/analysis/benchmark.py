@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from pathlib import Path
 
@@ -336,6 +337,7 @@ class Benchmark:
             bar.close()
         result.pop("visuals")
         row = {**info, "key": key, "n": result["n"], "commit": git_commit(), "threads": torch.get_num_threads(),
+               "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,     # others' work while timing
                **{report_key(m): result[m] for m in self.cfg["metrics"]},
                "ms_per_image": 1000 * result["sec_per_image"],
                "per_image": {k: {report_key(m): v[m] for m in v} for k, v in result["per_image"].items()}}

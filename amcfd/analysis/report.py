@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,16 @@ def plot(rows: dict, path: Path, title: str, size: tuple[int, int] = (1100, 700)
     return path
 
 
+def busy_note(rows: dict, cores: int) -> str:
+    """A sentence for the header when rows were timed with more runnable work than cores (the 1-minute load
+    average each row recorded when it was scored), else ''."""
+    loads = [v["load"] for v in rows.values() if v.get("load") is not None]
+    if not loads or max(loads) <= cores:
+        return ""
+    return (f" Timed on a busy machine (load average up to {max(loads):.1f} on {cores} cores while scoring): the "
+            "times are upper bounds.")
+
+
 def write_reports(cfg: dict, rows: dict, stages: dict, command: str) -> dict:
     """<work>/<name>.md, .json and .png; returns their paths."""
     from amcfd.analysis.results_doc import provenance_line
@@ -163,12 +174,13 @@ def write_reports(cfg: dict, rows: dict, stages: dict, command: str) -> dict:
                         + (f" (warning: {v['warning']})" if v.get("warning") else "") for k, v in stages.items())
     commits = sorted({v["commit"] for v in [*stages.values(), *rows.values()] if v.get("commit")})
     threads = sorted({v["threads"] for v in rows.values() if v.get("threads")})
+    busy = busy_note(rows, os.cpu_count() or 1)
     header = (f"{provenance_line(command)}\n\n{rows['noisy input']['n']} images; training reads only the noisy "
               f"images. Shared budget: {', '.join(f'{k}={v}' for k, v in cfg['budget'].items()) or 'none'}. "
               f"Training: {minutes or 'none'}."
               + (f" Trained and scored at commit {', '.join(commits)} (kept results are not measured again)."
                  if commits else "")
-              + (f" ms / image with {', '.join(map(str, threads))} torch thread(s)." if threads else "")
+              + (f" ms / image with {', '.join(map(str, threads))} torch thread(s)." if threads else "") + busy
               + f" Below input: images more than {BELOW_DB} dB below their noisy input.\n")
     (base.with_suffix(".md")).write_text(f"# Benchmark: {cfg['name']}\n\n{header}\n{text}\n")
     report = {"name": cfg["name"], "command": command, "config": copy.deepcopy(cfg), "stages": stages, "rows": rows}
