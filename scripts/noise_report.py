@@ -58,9 +58,10 @@ def _clean_match(noisy: Path, clean: dict) -> Path | None:
     return same_stem[0] if len(same_stem) == 1 else None
 
 
-def compare_with_clean(files: list, clean_folder: Path, on_skip) -> list:
+def compare_with_clean(files: list, clean_folder: Path, on_skip, learned=None) -> list:
     """Per image: {"name", "level" (image_noise_level), "old" (noise_level, nan if it cannot measure),
-    "true" (std of noisy - clean)}, all in [0, 1] units; images without a clean match are skipped."""
+    "true" (std of noisy - clean)}, all in [0, 1] units, and "learned" (the noise a posterior network learned,
+    ``learned.image_noise_level``) when ``learned`` is given; images without a clean match are skipped."""
     clean = {p.name: p for p in list_images(clean_folder)}
     rows = []
     for path in files:
@@ -80,8 +81,34 @@ def compare_with_clean(files: list, clean_folder: Path, on_skip) -> list:
             old = noise_level(noisy)
         except ValueError:
             old = float("nan")
-        rows.append({"name": path.name, "level": level, "old": old, "true": float((noisy - target).std())})
+        row = {"name": path.name, "level": level, "old": old, "true": float((noisy - target).std())}
+        if learned is not None:
+            row["learned"] = learned.image_noise_level(noisy.float())
+        rows.append(row)
     return rows
+
+
+def learned_noise_model(checkpoint: str):
+    """The Posterior network (archs/posterior.py) of a checkpoint trained with AMSNet's ``posterior``."""
+    from amcfd.archs import build_arch
+    from amcfd.archs.posterior import Posterior
+    from amcfd.engine.checkpoint import load_checkpoint
+    from amcfd.engine.inference import load_network_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    network = (ckpt.get("opt") or {}).get("network") or {}
+    if network.get("type") != "Posterior":
+        raise ValueError(f"--learned: {checkpoint} is not a Posterior network (network.type {network.get('type')})")
+    net = build_arch(network)
+    load_network_weights(net, ckpt, strict=True, use_ema=True, source=checkpoint)
+    assert isinstance(net, Posterior)
+    return net.eval()
+
+
+def ratio_rows(rows: list) -> list:
+    """(key, label) of the estimates the rows hold, for the ratio tables."""
+    keys = [("level", "image-wide"), ("old", "flat-tile")]
+    return keys + ([("learned", "learned")] if rows and "learned" in rows[0] else [])
 
 
 def ratio_percentiles(rows: list, key: str) -> tuple | None:
@@ -93,18 +120,20 @@ def ratio_percentiles(rows: list, key: str) -> tuple | None:
 
 def format_clean_report(rows: list) -> str:
     """The table of ``compare_with_clean``'s rows (std in 8-bit levels) and the percentiles of the ratios."""
+    keys = ratio_rows(rows)
     width = max([len("image")] + [len(r["name"]) for r in rows])
-    head = (f"{'image':<{width}}  {'level':>7}  {'old':>7}  {'true':>7}  {'level/true':>10}  {'old/true':>8}")
+    head = f"{'image':<{width}}" + "".join(f"  {label:>10}" for _, label in keys) + f"  {'true':>7}" + "".join(
+        f"  {label + '/true':>15}" for _, label in keys)
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['name']:<{width}}  {r['level'] * 255:>7.2f}  {r['old'] * 255:>7.2f}  {r['true'] * 255:>7.2f}"
-                     f"  {r['level'] / r['true']:>10.3f}  {r['old'] / r['true']:>8.3f}")
+        lines.append(f"{r['name']:<{width}}" + "".join(f"  {r[k] * 255:>10.2f}" for k, _ in keys)
+                     + f"  {r['true'] * 255:>7.2f}" + "".join(f"  {r[k] / r['true']:>15.3f}" for k, _ in keys))
     lines.append("-" * len(head))
-    for key, label in (("level", "level/true"), ("old", "old/true")):
+    for key, label in keys:
         stats = ratio_percentiles(rows, key)
-        lines.append(f"{label:<10} median {stats[1]:.3f}  p10 {stats[0]:.3f}  p90 {stats[2]:.3f}  ({stats[3]} images)"
-                     if stats else f"{label:<10} no finite ratios")
-    lines.append("level: image_noise_level (image-wide), old: noise_level (flattest tiles), true: std(noisy - clean);"
+        lines.append(f"{label}/true median {stats[1]:.3f}  p10 {stats[0]:.3f}  p90 {stats[2]:.3f}  "
+                     f"({stats[3]} images)" if stats else f"{label}/true: no finite ratios")
+    lines.append("image-wide: image_noise_level, flat-tile: noise_level (flattest tiles), true: std(noisy - clean);"
                  " std in 8-bit levels")
     return "\n".join(lines)
 
@@ -143,17 +172,19 @@ def make_synthetic_pairs(root: Path, side: int = 512) -> int:
 
 def clean_report_markdown(rows: list) -> str:
     """``compare_with_clean``'s rows as a markdown table (8-bit levels) with the ratios' median and p10-p90."""
+    keys = ratio_rows(rows)
     lines = ["Per image: the image-wide level (`noise.estimate.image_noise_level`), the flat-tile level "
-             "(`noise_level`) and the true std of (noisy - clean), in 8-bit levels, and their ratios.", "",
-             "| ratio | median | p10 | p90 | images |", "|---|---|---|---|---|"]
-    for key, label in (("level", "image-wide / true"), ("old", "flat-tile / true")):
+             "(`noise_level`)" + (", the level a posterior network learned (`archs/posterior.py`)"
+                                  if len(keys) > 2 else "") + " and the true std of (noisy - clean), in 8-bit "
+             "levels, and their ratios.", "", "| ratio | median | p10 | p90 | images |", "|---|---|---|---|---|"]
+    for key, label in keys:
         stats = ratio_percentiles(rows, key)
         if stats:
-            lines.append(f"| {label} | {stats[1]:.2f} | {stats[0]:.2f} | {stats[2]:.2f} | {stats[3]} |")
-    lines += ["", "| image | image-wide | flat-tile | true | image-wide / true | flat-tile / true |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['level'] * 255:.2f} | {r['old'] * 255:.2f} | {r['true'] * 255:.2f} | "
-              f"{r['level'] / r['true']:.2f} | {r['old'] / r['true']:.2f} |" for r in rows]
+            lines.append(f"| {label} / true | {stats[1]:.2f} | {stats[0]:.2f} | {stats[2]:.2f} | {stats[3]} |")
+    lines += ["", "| image | " + " | ".join(label for _, label in keys) + " | true | "
+              + " | ".join(f"{label} / true" for _, label in keys) + " |", "|---" * (2 * len(keys) + 2) + "|"]
+    lines += [f"| {r['name']} | " + " | ".join(f"{r[k] * 255:.2f}" for k, _ in keys) + f" | {r['true'] * 255:.2f} | "
+              + " | ".join(f"{r[k] / r['true']:.2f}" for k, _ in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -167,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--make-synthetic", default=None, metavar="DIR",
                         help="write synthetic camera-noise pairs (the demo's pipeline at 3 levels, saved as PNG and "
                              "JPEG quality 95 and 85) to DIR/noisy and DIR/clean, for --clean, and stop")
+    parser.add_argument("--learned", default=None, metavar="CHECKPOINT",
+                        help="with --clean: also the noise level a posterior network learned (AMSNet posterior: true)")
     parser.add_argument("--write-docs", default=None, metavar="NAME",
                         help="with --clean: write the per-image table to docs/results.md, section 'Noise level: NAME'")
     args = parser.parse_args(argv)
@@ -180,6 +213,9 @@ def main(argv=None) -> int:
     folder = Path(args.folder)
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.learned is not None and args.clean is None:
+        print("error: --learned needs --clean (the learned level is compared with the true noise)", file=sys.stderr)
         return EXIT_CONFIG
     if args.write_docs is not None and args.clean is None:
         print("error: --write-docs needs --clean (the per-image ratios to the true noise)", file=sys.stderr)
@@ -205,7 +241,13 @@ def main(argv=None) -> int:
         print(f"warning: skipping {name}: {why}", file=sys.stderr)
 
     if args.clean is not None:
-        rows = compare_with_clean(files[:args.max_images] if args.max_images else files, Path(args.clean), skip)
+        try:
+            learned = learned_noise_model(args.learned) if args.learned else None
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: --learned: {exc}".replace("--learned: --learned:", "--learned:"), file=sys.stderr)
+            return EXIT_CONFIG
+        rows = compare_with_clean(files[:args.max_images] if args.max_images else files, Path(args.clean), skip,
+                                  learned)
         if not rows:
             print(f"error: none of the {len(files)} images in {folder} could be compared with {args.clean}",
                   file=sys.stderr)

@@ -134,13 +134,31 @@ def test_noise_report_clean_option(tmp_path, capsys):
     assert "img0.png" in out and "img1.png" in out and "orphan.png" in err
     ratios = [float(line.split()[4]) for line in out.splitlines() if line.startswith("img")]
     assert len(ratios) == 2 and all(abs(r - 1) < 0.15 for r in ratios), out
-    assert "level/true median" in out and "old/true" in out
+    assert "image-wide/true median" in out and "flat-tile/true" in out
     assert report.main([str(tmp_path / "noisy"), "--clean", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     rows = report.compare_with_clean(report.list_images(tmp_path / "noisy"), tmp_path / "clean", lambda *a: None)
     table = report.clean_report_markdown(rows)
     assert "| image-wide / true |" in table and "| img0.png |" in table and table.count("\n| img") == 2
+
+    # the level a posterior network learned (here: a curve set to the true 6/255) in its own column
+    import torch
+
+    from amcfd.archs import build_arch
+    from amcfd.engine.checkpoint import atomic_save
+
+    network = {"type": "Posterior", "net": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 4, "nb": 2}}
+    net = build_arch(network)
+    with torch.no_grad():
+        net.noise_curve.fill_(float(torch.log(torch.expm1(torch.tensor((6 / 255) ** 2)))))
+    atomic_save({"opt": {"network": network}, "network": net.state_dict()}, tmp_path / "posterior.pth")
+    assert report.main([str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--learned",
+                        str(tmp_path / "posterior.pth")]) == 0
+    out = capsys.readouterr().out
+    learned = [float(line.split()[7]) for line in out.splitlines() if line.startswith("img")]
+    assert len(learned) == 2 and all(abs(r - 1) < 0.15 for r in learned), out
+    assert report.main([str(tmp_path / "noisy"), "--learned", str(tmp_path / "posterior.pth")]) == 2
 
 
 def test_noise_report_makes_synthetic_png_and_jpeg_pairs(tmp_path, monkeypatch):

@@ -79,3 +79,11 @@ class Posterior(nn.Module):
         grid = torch.linspace(0, 1, points, device=self.noise_curve.device)
         intensity = grid.view(1, 1, 1, -1).expand(1, self.channels, 1, points)
         return self.noise_variance(intensity)[0, :, 0].sqrt().tolist()
+
+    @torch.no_grad()
+    def image_noise_level(self, image: torch.Tensor, smooth: int = 5) -> float:
+        """The learned noise std of a (C, H, W) or (B, C, H, W) image: the root of the mean of sigma_n^2 over its
+        pixels and channels, at the intensities of the image box-filtered over ``smooth`` px (noise averaged out)."""
+        x = (image if image.dim() == 4 else image[None]).to(self.noise_curve)
+        intensity = F.avg_pool2d(x, smooth, 1, smooth // 2, count_include_pad=False)
+        return float(self.noise_variance(intensity).mean().sqrt())
