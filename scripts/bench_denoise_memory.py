@@ -116,7 +116,11 @@ def main(argv=None) -> int:
     p.add_argument("--denoise-args", help=argparse.SUPPRESS)     # --case: amcfd-denoise's arguments, JSON
     args = p.parse_args(argv)
     if args.make:
-        width, height = (int(v) for v in args.size.split("x"))
+        try:
+            width, height = (int(v) for v in args.size.split("x"))
+            assert width > 0 and height > 0 and args.count > 0
+        except (ValueError, AssertionError):
+            p.error(f"--size must be WIDTHxHEIGHT and --count at least 1, got --size {args.size} --count {args.count}")
         make_photos(Path(args.make), args.count, (width, height))
         print(f"wrote {args.count} photos of {width}x{height} to {args.make}")
         return 0

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"network": {"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3},
         "logger": {"print_freq": 10, "save_checkpoint_freq": 10, "progress_bar": False}}
-BUDGET = "0.06"      # minutes for all three stages: each trains at least its 20 probe steps
+BUDGET = "0.1"       # minutes for all three stages: each trains at least its 20 probe steps (also on a busy machine)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}     # tiny networks: one thread is fastest, and steady on a busy machine
 
 
@@ -161,7 +161,7 @@ def test_a_larger_budget_extends_the_teacher_and_retrains_the_students(photos, t
     (teacher,) = stage_folders(own, "teacher")
     steps = load_checkpoint(finished_run(teacher))["iteration"]
     more = run("noisy", "--output", "out_budget", "--options", "opts", "--work", "runs_budget", cwd=photos,
-               budget="0.12")
+               budget="0.2")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "[teacher] extending the finished run" in more.stderr and more.stderr.count("training anew") == 2
     assert stage_folders(own, "teacher") == [teacher] and load_checkpoint(finished_run(teacher))["iteration"] > steps
