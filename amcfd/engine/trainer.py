@@ -193,6 +193,7 @@ class Trainer:
             self._resume(*resume_from)  # restores every rank's RNG states
         else:
             seed_everything(opt["seed"] + self.rank)  # per-rank masks and noise draws
+        self.milestone_fractions = [m / t["total_iter"] for m in t["milestones"]]   # kept by a fitted schedule
         if t["max_minutes"] and t["fill_budget"]:       # run until the budget probe, which sets total_iter
             t["total_iter"] = max(t["total_iter"], self.iteration + BUDGET_PROBE_STEPS)
 
@@ -288,7 +289,7 @@ class Trainer:
                      " lately" if again else "", nominal, fit)
             t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
             if t["milestones"]:                # multistep: the same shape, its steps at the same fractions
-                t["milestones"] = [max(1, round(m * fit / nominal)) for m in t["milestones"]]
+                t["milestones"] = [max(1, round(f * fit)) for f in self.milestone_fractions]
             if t["warmup_iter"] > fit // 10:
                 log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", t["warmup_iter"], fit // 10)
                 t["warmup_iter"] = fit // 10
