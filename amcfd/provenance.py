@@ -10,15 +10,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
+GENERATED = "docs"     # what the measuring scripts write (results.md, its plots): not the code that measured
+
+
 def git_commit(repo: Path = PACKAGE) -> str:
     """``abc1234``, ``abc1234 + uncommitted changes``, or ``unknown`` (no git, or not a repository: an
-    installed package)."""
+    installed package). Changes under ``GENERATED`` (the results the scripts write) do not count."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain"))  # untracked files count: results may come from them
+        top = Path(git("rev-parse", "--show-toplevel"))
+        dirty = bool(git("status", "--porcelain", "--", str(top), f":(exclude){top / GENERATED}"))  # untracked count
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit} + uncommitted changes" if dirty else commit

@@ -110,3 +110,25 @@ def test_the_results_index_lists_every_section_and_no_other():
     head = text[: text.index("\n## ")]
     listed = re.findall(r"^\| ([^|]+?) \| `", head, re.M)
     assert sorted(listed) == sorted(sections) and len(set(listed)) == len(listed)
+
+
+def test_provenance_counts_code_changes_but_not_the_results_the_scripts_write(tmp_path):
+    import subprocess
+
+    from amcfd.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_commit(tmp_path)
+    (tmp_path / "docs" / "results.md").write_text("b\n")
+    (tmp_path / "docs" / "plot.png").write_bytes(b"png")
+    assert git_commit(tmp_path) == clean and "uncommitted" not in clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{clean} + uncommitted changes"
