@@ -91,7 +91,6 @@ def compare_with_clean(files: list, clean_folder: Path, on_skip, learned=None) -
 def learned_noise_model(checkpoint: str):
     """The Posterior network (archs/posterior.py) of a checkpoint trained with AMSNet's ``posterior``."""
     from amcfd.archs import build_arch
-    from amcfd.archs.posterior import Posterior
     from amcfd.engine.checkpoint import load_checkpoint
     from amcfd.engine.inference import load_network_weights
 
@@ -101,7 +100,6 @@ def learned_noise_model(checkpoint: str):
         raise ValueError(f"--learned: {checkpoint} is not a Posterior network (network.type {network.get('type')})")
     net = build_arch(network)
     load_network_weights(net, ckpt, strict=True, use_ema=True, source=checkpoint)
-    assert isinstance(net, Posterior)
     return net.eval()
 
 

@@ -74,12 +74,6 @@ class Posterior(nn.Module):
             out.append(row[i] + (row[i + 1] - row[i]) * frac[:, c])
         return torch.stack(out, 1)
 
-    def noise_levels(self, points: int = 5) -> list[list[float]]:
-        """sigma_n per channel at ``points`` evenly spaced intensities in [0, 1] (for logs and reports)."""
-        grid = torch.linspace(0, 1, points, device=self.noise_curve.device)
-        intensity = grid.view(1, 1, 1, -1).expand(1, self.channels, 1, points)
-        return self.noise_variance(intensity)[0, :, 0].sqrt().tolist()
-
     @torch.no_grad()
     def image_noise_level(self, image: torch.Tensor, smooth: int = 5) -> float:
         """The learned noise std of a (C, H, W) or (B, C, H, W) image: the root of the mean of sigma_n^2 over its

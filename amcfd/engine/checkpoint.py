@@ -245,10 +245,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def finished_run(experiment: Path) -> Path | None:
-    """The final checkpoint of a finished training run (its iteration is the run's total_iter, which
-    ``train.max_minutes`` may have lowered), else None."""
+def finished_checkpoint(experiment: Path) -> tuple[Path, dict] | tuple[None, None]:
+    """(path, contents) of the final checkpoint of a finished training run (its iteration is the run's
+    total_iter, which ``train.max_minutes`` may have lowered), else (None, None); read once."""
     last, ckpt = latest_readable_checkpoint(Path(experiment) / "models")
-    if last is None:
-        return None
-    return last if ckpt["iteration"] >= ckpt["opt"]["train"]["total_iter"] else None
+    if last is None or ckpt["iteration"] < ckpt["opt"]["train"]["total_iter"]:
+        return None, None
+    return last, ckpt
+
+
+def finished_run(experiment: Path) -> Path | None:
+    """The final checkpoint of a finished training run (``finished_checkpoint``), else None."""
+    return finished_checkpoint(experiment)[0]

@@ -91,13 +91,6 @@ def budget_of(options: dict) -> float:
     return float(minutes) if minutes > 0 else UNLIMITED
 
 
-def trained_budget(checkpoint: Path | None) -> float:
-    """The budget (minutes) a finished run trained for: ``train.max_minutes`` of its final checkpoint."""
-    from amcfd.engine.checkpoint import load_checkpoint
-
-    return 0.0 if checkpoint is None else budget_of(load_checkpoint(checkpoint)["opt"])
-
-
 class Pipeline:
     """Stages run in order under ``work``. ``images``: the training images' digest (engine/runs.files_digest);
     ``source``: where they are (records of another source are never ``superseded``); ``budget``: the minutes
@@ -122,7 +115,7 @@ class Pipeline:
                 self.errors[stage.name] = exc
 
     def _planned(self, stage: Stage, images: dict) -> Planned:
-        from amcfd.engine.checkpoint import finished_run
+        from amcfd.engine.checkpoint import finished_checkpoint
 
         options = copy.deepcopy(stage.options)
         if stage.share is not None:
@@ -135,8 +128,9 @@ class Pipeline:
         record = stage_record(stage.name, images, depends, links or None)
         record["source"] = self.source
         folder = stage_folder(self.work, record)
-        done = finished_run(folder)
-        return Planned(stage, options, record, folder, budget_of(options), done, trained_budget(done))
+        done, ckpt = finished_checkpoint(folder)      # read once: the budget it trained for is in its options
+        return Planned(stage, options, record, folder, budget_of(options), done,
+                       0.0 if ckpt is None else budget_of(ckpt["opt"]))
 
     def needed(self) -> list[str]:
         """The stages ``run`` runs: the last one, and the stages that a stage it trains (not reuses) links to."""
