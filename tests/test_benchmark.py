@@ -200,6 +200,14 @@ def test_only_keeps_the_named_entries_and_what_they_need(tmp_path):
         load_benchmark(good, only=["nope"])
 
 
+def test_optional_entries_run_only_when_named(tmp_path):
+    longer = {"name": "longer", "train": METHODS[0]["train"], "set": {"train.max_minutes": 3}, "optional": True,
+              "rows": {"longer": {}}}
+    config = write_config(tmp_path, [*METHODS, longer])
+    assert "longer" not in [e["name"] for e in load_benchmark(config)["methods"]]
+    assert [e["name"] for e in load_benchmark(config, only=["longer"])["methods"]] == ["longer"]
+
+
 def test_synthetic_data_is_the_demos_training_images_and_held_out_pairs(tmp_path):
     cfg = load_benchmark(write_config(tmp_path, METHODS[:1]), ["data=synthetic"])
     train, evaluation = dataset_entries(cfg)

@@ -31,6 +31,10 @@ Benchmark option file::
         checkpoint: tmbsn-sidd      # a released model's name (amcfd-weights list), or an imported file's path
         rows: {TM-BSN: {}}
         note: not trained on this data
+      - name: AP-BSN (15 min)
+        train: options/train/apbsn.yml
+        set: {train.max_minutes: 15}
+        optional: true             # run only when --only names it (e.g. a longer run that explains a row)
 
 A row that fails is recorded with its error and the others still run. The trained entries are the stages of a
 pipeline (engine/pipeline.py, as amcfd-denoise's): each in <work>/<name>/experiments/<entry>-<identity>, named
@@ -60,7 +64,7 @@ from amcfd.registry import ConfigError
 log = logging.getLogger("amcfd")
 
 ENTRY_KEYS = {"name", "train", "set", "from", "teacher", "rows", "classical", "params", "checkpoint", "network",
-              "note"}
+              "note", "optional"}
 TOP_KEYS = {"name", "work", "data", "datasets", "budget", "metrics", "device", "methods"}
 DEFAULT_METRICS = ["psnr", "ssim", "ssim_matlab"]
 # a folder's training crops when the method's option file gives none (its own sampling settings are kept)
@@ -72,7 +76,8 @@ SYNTHETIC_SETS = ("options/train/demo.yml", "train"), ("options/test/demo.yml", 
 # ----------------------------------------------------------------------------- options
 def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
     """The benchmark option file, checked; ``overrides`` as ``KEY=VALUE`` (e.g. data.images=3); ``only``: keep
-    these entries of ``methods`` and the earlier ones they train from or distil (``from`` / ``teacher``)."""
+    these entries of ``methods`` and the earlier ones they train from or distil (``from`` / ``teacher``).
+    Entries marked ``optional: true`` are kept only when ``only`` names them."""
     from amcfd.options import apply_overrides
 
     path = Path(path)
@@ -109,6 +114,8 @@ def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
             if entry.get("name") in wanted:
                 wanted.update(entry[k] for k in ("from", "teacher") if entry.get(k))
         cfg["methods"] = methods = [e for e in methods if e.get("name") in wanted]
+    else:
+        cfg["methods"] = methods = [e for e in methods if not (isinstance(e, dict) and e.get("optional"))]
     seen = set()
     for i, entry in enumerate(methods):
         where = f"methods[{i}]"
