@@ -16,7 +16,8 @@ and the teacher's targets (a cache for an interrupted coarse stage) are removed 
 ``--method classical`` skips training: the classical core (methods/classical.py: BM3D at a multiple of each
 photo's own noise level, seconds per photo). ``--pretrained FILE`` skips training and denoises with a checkpoint
 (ours, one imported by scripts/import_checkpoint.py, or a released model by name: ``amcfd-weights list``).
-``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary.
+``--clean FOLDER`` (same relative names) adds PSNR/SSIM to the summary, and the classical core's on the same photos
+(its outputs in a temporary folder), the photos below their input, and whether the model beats the core.
 Training reads only the noisy photos; the photos are never written to. One command at a time per work folder: the
 lock covers the whole run, from planning to the last photo written.
 """
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip training: denoise with this checkpoint (ours, an imported one, or a released model by "
                         "name: amcfd-weights list)")
     p.add_argument("--clean", metavar="DIR",
-                   help="folder of clean references with the same names: PSNR/SSIM in the summary")
+                   help="folder of clean references with the same names: PSNR/SSIM in the summary, against the "
+                        "classical core's on the same photos")
     p.add_argument("--keep", choices=KEEP, default=None,
                    help="what to keep under --work afterwards: all stages (default), the student's folder only, "
                         "or nothing but the outputs")
@@ -135,7 +137,8 @@ def _record_failure(stage: str, log_file: Path, exc: Exception):
 
 
 def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict:
-    """Mean PSNR / SSIM (both conventions) of the photos and of their denoised outputs against ``clean``."""
+    """Mean PSNR / SSIM (both conventions) of the photos and of their denoised outputs against ``clean``, and each
+    photo's (input, output) PSNR under 'per_image'."""
     import torch
 
     from amcfd.cli import output_path
@@ -143,25 +146,43 @@ def scores(outputs: Path, photos: list[Path], source: Path, clean: Path) -> dict
     from amcfd.metrics import psnr, ssim, ssim_matlab
 
     sums = {f"{what} {m}": 0.0 for what in ("input", "output") for m in ("PSNR", "SSIM", "SSIM-MATLAB")}
-    count = 0
+    per_image = {}
     for path in photos:
         out = output_path(path, source, outputs)
         ref = clean / (path.relative_to(source) if source.is_dir() else Path(path.name))
         if not ref.is_file() or not out.is_file():
             continue
         target = to_tensor(read_image(ref)[0])[None]
+        pair = []
         for what, file in (("input", path), ("output", out)):
             x = to_tensor(read_image(file)[0])[None]
             if x.shape != target.shape:
                 raise ConfigError(f"--clean: {ref} is {tuple(target.shape[1:])}, {file} is {tuple(x.shape[1:])}")
             with torch.no_grad():
-                sums[f"{what} PSNR"] += psnr(x, target).item()
+                pair.append(psnr(x, target).item())
+                sums[f"{what} PSNR"] += pair[-1]
                 sums[f"{what} SSIM"] += ssim(x, target).item()
                 sums[f"{what} SSIM-MATLAB"] += ssim_matlab(x, target).item()
-        count += 1
-    if not count:
+        per_image[str(path.relative_to(source) if source.is_dir() else path.name)] = tuple(pair)
+    if not per_image:
         raise ConfigError(f"--clean: no file in {clean} has the name of a photo")
-    return {"images": count, **{k: v / count for k, v in sums.items()}}
+    count = len(per_image)
+    return {"images": count, **{k: v / count for k, v in sums.items()}, "per_image": per_image}
+
+
+def classical_scores(photos: list[Path], source: Path, clean: Path, device: str) -> dict:
+    """``scores`` of the classical core (methods/classical.py, what --method classical writes) on the same photos,
+    its outputs in a temporary folder: what the trained path is measured against."""
+    import tempfile
+
+    from amcfd.cli import denoise_files
+    from amcfd.options import validate
+
+    opt = validate({"name": "classical core", "device": device, "method": {"type": "Classical"},
+                    "path": {"pretrain_network": None}, "test": {"tile": 512, "tile_overlap": 32}}, "test")
+    with tempfile.TemporaryDirectory(prefix="amcfd-classical-") as folder:
+        denoise_files(opt, photos, source, Path(folder), desc="classical core (for the comparison)")
+        return scores(Path(folder), photos, source, clean)
 
 
 def trains(args) -> bool:
@@ -269,6 +290,8 @@ def run(argv=None) -> dict:
     summary["denoise"] = {"images": written, "minutes": (time.perf_counter() - start) / 60}
     if args.clean:
         summary["scores"] = scores(out_dir, photos, source, Path(args.clean))
+        if args.method != "classical":
+            summary["classical"] = classical_scores(photos, source, Path(args.clean), args.device)
     print(format_summary(summary, model, out_dir))
     return summary
 
@@ -276,7 +299,7 @@ def run(argv=None) -> dict:
 def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
     lines = ["", "| stage | steps | minutes | first step (s after the start) |", "|---|---|---|---|"]
     for stage, s in summary.items():
-        if stage not in ("denoise", "scores"):
+        if stage not in ("denoise", "scores", "classical"):
             minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"
             first = f"{s['first_step_s']:.1f}" if s.get("first_step_s") is not None else ""
             lines.append(f"| {stage} | {s['steps']} | {minutes} | {first} |")
@@ -289,6 +312,19 @@ def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
         for what in ("input", "output"):
             lines.append(f"| {what} | {s[what + ' PSNR']:.2f} | {s[what + ' SSIM']:.4f} | "
                          f"{s[what + ' SSIM-MATLAB']:.4f} |")
+        core = summary.get("classical")
+        if core:
+            lines.append(f"| the classical core (--method classical) | {core['output PSNR']:.2f} | "
+                         f"{core['output SSIM']:.4f} | {core['output SSIM-MATLAB']:.4f} |")
+        from amcfd.analysis.report import BELOW_DB
+
+        below = sum(o < i - BELOW_DB for i, o in s["per_image"].values())
+        lines += ["", f"Output below its input by more than {BELOW_DB} dB: {below} of {s['images']} photos."]
+        if core:
+            gain = s["output PSNR"] - core["output PSNR"]
+            lines.append(f"Against the classical core: {gain:+.2f} dB (mean PSNR)."
+                         + ("" if gain > 0 else " On these photos this model does not beat the classical core: "
+                            "`--method classical` gives the core's result without training."))
     lines += ["", f"model: {model}", f"denoised photos: {out_dir}"]
     return "\n".join(lines)
 

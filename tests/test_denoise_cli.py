@@ -91,6 +91,8 @@ def test_whole_pipeline(photos, trained):
         assert (folder / "stage.json").is_file() and list((folder / "models").glob("iter_*.pth"))
         assert f"| {stage} |" in first.stdout
     assert "Against the clean references (3 images)" in first.stdout and "| output |" in first.stdout
+    assert "| the classical core (--method classical) |" in first.stdout and "Against the classical core: " in \
+        first.stdout and "below its input by more than 0.3 dB: " in first.stdout
     assert "notes.txt" in first.stderr                                      # skipped with a warning
     assert first.stderr.count("broken.jpg") == 1 and "truncated JPEG" in first.stderr    # once, in all stages
     assert not (photos / "out" / "broken.png").exists()
@@ -280,3 +282,20 @@ def test_pretrained_model_skips_training(photos, trained):
                             env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (photos / "out_pre/p0.png").is_file() and "| teacher |" not in result.stdout
+
+
+def test_the_summary_measures_the_model_against_the_classical_core(photos):
+    """With --clean, the classical core's scores on the same photos (computed apart, nothing written beside the
+    outputs), the photos below their input, and a plain sentence when the model does not beat the core."""
+    from amcfd.denoise import classical_scores, format_summary, scores
+
+    source, clean = photos / "noisy", photos / "clean"
+    files = sorted(source.glob("p*.png"))
+    core = classical_scores(files, source, clean, "cpu")
+    assert core["images"] == 3 and core["output PSNR"] > core["input PSNR"] + 1
+    identity = scores(source, files, source, clean)                       # a "model" that returns its input
+    assert all(i == o for i, o in identity["per_image"].values())
+    text = format_summary({"denoise": {"images": 3, "minutes": 0.1}, "scores": identity, "classical": core},
+                          Path("m.pth"), Path("out"))
+    assert f"| the classical core (--method classical) | {core['output PSNR']:.2f} |" in text
+    assert "by more than 0.3 dB: 0 of 3 photos" in text and "does not beat the classical core" in text
