@@ -200,6 +200,16 @@ def test_only_keeps_the_named_entries_and_what_they_need(tmp_path):
         load_benchmark(good, only=["nope"])
 
 
+def test_optional_entries_run_only_when_named(tmp_path):
+    longer = {"name": "longer", "train": METHODS[0]["train"], "set": {"train.max_minutes": 3}, "optional": True,
+              "rows": {"longer": {}}}
+    config = write_config(tmp_path, [*METHODS, longer])
+    assert "longer" not in [e["name"] for e in load_benchmark(config)["methods"]]
+    assert [e["name"] for e in load_benchmark(config, only=["longer"])["methods"]] == ["longer"]
+    with pytest.raises(ConfigError, match="option 'longer_of' of 'longer': no entry named 'nope'"):
+        load_benchmark(write_config(tmp_path / "other", [*METHODS, {**longer, "longer_of": "nope"}]))
+
+
 def test_synthetic_data_is_the_demos_training_images_and_held_out_pairs(tmp_path):
     cfg = load_benchmark(write_config(tmp_path, METHODS[:1]), ["data=synthetic"])
     train, evaluation = dataset_entries(cfg)
@@ -235,3 +245,19 @@ def test_rows_timed_on_a_busy_machine_say_so():
 
     assert busy_note({"a": {"load": 1.5}, "b": {}}, cores=2) == ""
     assert "load average up to 3.2 on 2 cores" in busy_note({"a": {"load": 3.2}, "b": {"load": 0.5}}, cores=2)
+
+
+def test_rows_far_below_their_input_are_listed_with_their_teacher_and_longer_runs():
+    from amcfd.analysis.report import below_input_notes
+
+    def row(psnr, entry, **info):
+        return {"psnr": psnr, "kind": "trained", "entry": entry, "method": {}, "per_image": {}, **info}
+
+    rows = {"noisy input": {"psnr": 30.0, "per_image": {}}, "good": row(31.0, "good"), "bsn": row(25.0, "bsn"),
+            "bsn (longer)": row(27.5, "bsn 2x", longer_of="bsn"), "student": row(25.2, "student", teacher="bsn"),
+            "failed one": {"failed": "boom", "entry": "x"}}
+    notes = below_input_notes(rows, {"bsn": {"steps": 100}, "bsn 2x": {"steps": 300}, "student": {"steps": 50}})
+    assert notes.splitlines()[2:] == [
+        "- bsn: -5.00 dB after 100 steps; the longer run bsn (longer), 300 steps: -2.50 dB (climbs, +2.50).",
+        "- student: -4.80 dB after 50 steps; distilled from bsn (-5.00 dB)."]
+    assert below_input_notes({"noisy input": rows["noisy input"], "good": rows["good"]}, {}) == ""

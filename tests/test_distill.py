@@ -307,3 +307,47 @@ def test_the_guide_and_its_options_are_checked(teacher_ckpt):
         DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="nlm", nlm={"strength": -1})
     with pytest.raises(ConfigError, match="method.classical"):
         DistillCoarse(net, {"checkpoint": str(teacher_ckpt)}, guide="classical", classical={"strength": 0})
+
+
+# ----------------------------------------------------------------------------- alpha from a posterior teacher
+POSTERIOR_NET = {"type": "Posterior", "net": TINY_NET, "head_channels": 4}
+
+
+@pytest.fixture(scope="module")
+def posterior_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = build_arch(POSTERIOR_NET)
+    path = tmp_path_factory.mktemp("posterior") / "teacher.pth"
+    torch.save({"network": net.state_dict(), "opt": {"network": POSTERIOR_NET, "method": {
+        "type": "AMSNet", "pd_train": 2, "pd_test": 2, "posterior": True}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("targets", ["cache", "online"])
+def test_alpha_from_the_posterior_teachers_pixel_share_trains(tmp_path, posterior_ckpt, targets):
+    """alpha: posterior takes alpha^r from the teacher's w_y maps (cached per image and view, or computed on each
+    batch) instead of the texture map of its output; cached, each stored map is the teacher's on the whole image."""
+    method = coarse(posterior_ckpt, {"method": {"r3": False}}, targets=targets, alpha="posterior", aug_modes=[1])
+    trainer = Trainer(distill_options(tmp_path, method, total_iter=2))
+    if targets == "cache":
+        teacher = FrozenTeacher(str(posterior_ckpt), method={"r3": False})
+        dataset = DATASETS.build({k: v for k, v in TRAIN_SET.items() if k not in ("batch_size", "num_workers")})
+        stored = sorted((tmp_path / "teacher_targets").glob("share-*/*.npy"))
+        assert len(stored) == len(dataset.noisy)
+        for file in stored:
+            got = np.load(file)                                  # (1 + modes, H, W, 1)
+            assert got.shape[0] == 2 and got.shape[-1] == 1 and 0 <= got.min() and got.max() <= 1
+            expected = [teacher.pixel_share(torch.from_numpy(x).permute(2, 0, 1)[None])[0, 0].numpy()
+                        for x in dataset.noisy if x.shape[:2] == got.shape[1:3]]
+            assert min(np.abs(got[0, ..., 0] - e).max() for e in expected) < 2e-3          # float16 storage
+        item = trainer.train_set[0]
+        assert item["alpha"].shape == (1, *item["noisy"].shape[1:]) == item["alpha_aug"].shape
+    trainer.train()
+    assert trainer.iteration == 2
+
+
+def test_alpha_posterior_needs_a_posterior_teacher(tmp_path, teacher_ckpt):
+    with pytest.raises(ConfigError, match="method.alpha: posterior"):
+        Trainer(distill_options(tmp_path, coarse(teacher_ckpt, alpha="posterior"), total_iter=1)).train()
+    with pytest.raises(ConfigError, match="option 'method.alpha' must be one of"):
+        Trainer(distill_options(tmp_path, coarse(teacher_ckpt, alpha="flat")))

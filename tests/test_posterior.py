@@ -96,3 +96,18 @@ def test_a_posterior_run_trains_saves_and_is_applied_like_any_other(tmp_path):
     method, denoise = build_denoiser(validate({"name": "t", "device": "cpu",
                                                "path": {"pretrain_network": str(checkpoint)}}, "valid"))
     assert method.posterior and denoise(torch.rand(1, 3, 20, 22)).shape == (1, 3, 20, 22)
+
+
+def test_the_pixel_share_is_one_without_noise_and_zero_when_noise_dominates():
+    """AMSNet.pixel_share: w_y = sigma_p^2 / (sigma_p^2 + sigma_n^2), through the P_s multi-mask pipeline."""
+    net = build_arch(TINY)
+    method = AMSNet(net, pd_train=2, pd_test=2, posterior=True).eval()
+    noisy = torch.rand(1, 3, 16, 18)
+    for variance, expected in ((1e-12, 1.0), (1e6, 0.0)):
+        with torch.no_grad():
+            net.noise_curve.fill_(torch.log(torch.expm1(torch.tensor(variance))).item() if variance < 1e3
+                                  else variance)                      # softplus(x) = x for large x
+        share = method.pixel_share(noisy)
+        assert share.shape == noisy.shape and torch.allclose(share, torch.full_like(share, expected), atol=1e-4)
+    with pytest.raises(ConfigError, match="method.posterior: true"):
+        AMSNet(build_arch({"type": "DnCNN", "in_nc": 3, "out_nc": 3, "nc": 8, "nb": 3})).pixel_share(noisy)

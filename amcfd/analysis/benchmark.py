@@ -31,6 +31,11 @@ Benchmark option file::
         checkpoint: tmbsn-sidd      # a released model's name (amcfd-weights list), or an imported file's path
         rows: {TM-BSN: {}}
         note: not trained on this data
+      - name: AP-BSN (15 min)
+        train: options/train/apbsn.yml
+        set: {train.max_minutes: 15}
+        optional: true             # run only when --only names it (e.g. a longer run that explains a row)
+        longer_of: AP-BSN          # a longer run of that entry: the report says whether its rows below input climb
 
 A row that fails is recorded with its error and the others still run. The trained entries are the stages of a
 pipeline (engine/pipeline.py, as amcfd-denoise's): each in <work>/<name>/experiments/<entry>-<identity>, named
@@ -60,7 +65,7 @@ from amcfd.registry import ConfigError
 log = logging.getLogger("amcfd")
 
 ENTRY_KEYS = {"name", "train", "set", "from", "teacher", "rows", "classical", "params", "checkpoint", "network",
-              "note"}
+              "note", "optional", "longer_of"}
 TOP_KEYS = {"name", "work", "data", "datasets", "budget", "metrics", "device", "methods"}
 DEFAULT_METRICS = ["psnr", "ssim", "ssim_matlab"]
 # a folder's training crops when the method's option file gives none (its own sampling settings are kept)
@@ -72,7 +77,8 @@ SYNTHETIC_SETS = ("options/train/demo.yml", "train"), ("options/test/demo.yml", 
 # ----------------------------------------------------------------------------- options
 def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
     """The benchmark option file, checked; ``overrides`` as ``KEY=VALUE`` (e.g. data.images=3); ``only``: keep
-    these entries of ``methods`` and the earlier ones they train from or distil (``from`` / ``teacher``)."""
+    these entries of ``methods`` and the earlier ones they train from or distil (``from`` / ``teacher``).
+    Entries marked ``optional: true`` are kept only when ``only`` names them."""
     from amcfd.options import apply_overrides
 
     path = Path(path)
@@ -99,8 +105,11 @@ def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
     methods = cfg.get("methods")
     if not isinstance(methods, list) or not methods:
         raise ConfigError("option 'methods' must be a non-empty list")
+    names = [e.get("name") for e in methods if isinstance(e, dict)]
+    for entry in methods:
+        if isinstance(entry, dict) and entry.get("longer_of") and entry["longer_of"] not in names:
+            raise ConfigError(f"option 'longer_of' of {entry.get('name')!r}: no entry named {entry['longer_of']!r}")
     if only:
-        names = [e.get("name") for e in methods if isinstance(e, dict)]
         missing = [n for n in only if n not in names]
         if missing:
             raise ConfigError(f"--only: no entry named {', '.join(map(repr, missing))} (entries: {', '.join(names)})")
@@ -109,6 +118,8 @@ def load_benchmark(path: str | Path, overrides=(), only=None) -> dict:
             if entry.get("name") in wanted:
                 wanted.update(entry[k] for k in ("from", "teacher") if entry.get(k))
         cfg["methods"] = methods = [e for e in methods if e.get("name") in wanted]
+    else:
+        cfg["methods"] = methods = [e for e in methods if not (isinstance(e, dict) and e.get("optional"))]
     seen = set()
     for i, entry in enumerate(methods):
         where = f"methods[{i}]"
@@ -257,6 +268,7 @@ class Benchmark:
         for label, overrides in rows_of(entry).items():
             info = {"kind": "classical" if entry.get("classical") else "imported" if entry.get("checkpoint")
                     else "trained", "entry": name, "method": overrides, "note": entry.get("note", "")}
+            info.update({k: entry[k] for k in ("teacher", "longer_of") if entry.get(k)})
             try:
                 if entry.get("classical"):
                     settings = {**(entry.get("params") or {}), **overrides}     # 'params' of a row: its size

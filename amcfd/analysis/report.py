@@ -16,6 +16,7 @@ import numpy as np
 from amcfd.metrics import report_key
 
 BELOW_DB = 0.3     # an image this much below its noisy input (PSNR) is counted in the column 'below input'
+EXPLAIN_DB = 0.5   # a trained row this much below its noisy input (mean PSNR) gets a line in 'below_input_notes'
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points (ms, psnr) that no other point beats on both (faster or equal and better or
@@ -73,6 +74,38 @@ def markdown(cfg: dict, rows: dict) -> str:
                      for k in ok]
             lines.append(f"| {image} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def below_input_notes(rows: dict, stages: dict) -> str:
+    """One line per trained row more than EXPLAIN_DB dB below the noisy input: its steps, the teacher it was
+    distilled from (and that row's gain), and the longer runs of its entry (``longer_of``) with theirs."""
+    noisy = rows["noisy input"]
+
+    def gain(r: dict) -> float:
+        return r["psnr"] - noisy["psnr"]
+
+    def steps(entry: str) -> str:
+        return f"{stages[entry]['steps']} steps" if entry in stages else "steps not recorded"
+
+    good = {k: v for k, v in scored(rows).items() if "psnr" in v}
+    lines = []
+    for label, r in good.items():
+        if r.get("kind") != "trained" or gain(r) >= -EXPLAIN_DB or r.get("longer_of"):
+            continue
+        parts = [f"{label}: {gain(r):+.2f} dB after {steps(r['entry'])}"]
+        teacher = [(k, v) for k, v in good.items() if v.get("entry") == r.get("teacher")]
+        if teacher:
+            parts.append(f"distilled from {teacher[0][0]} ({gain(teacher[0][1]):+.2f} dB)")
+        for k, v in good.items():
+            if v.get("longer_of") == r["entry"] and v.get("method") == r.get("method"):
+                change = gain(v) - gain(r)
+                verdict = "climbs" if change > 0.1 else "falls" if change < -0.1 else "stays"
+                parts.append(f"the longer run {k}, {steps(v['entry'])}: {gain(v):+.2f} dB ({verdict}, {change:+.2f})")
+        lines.append("- " + "; ".join(parts) + ".")
+    if not lines:
+        return ""
+    return (f"Trained rows more than {EXPLAIN_DB} dB below their noisy input, with what was measured about them:\n\n"
+            + "\n".join(lines))
 
 
 def _front_labels(rows: dict) -> set:
@@ -169,6 +202,9 @@ def write_reports(cfg: dict, rows: dict, stages: dict, command: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     base = work / cfg["name"]
     text = markdown(cfg, rows)
+    notes = below_input_notes(rows, stages)
+    if notes:
+        text += "\n\n" + notes
     minutes = ", ".join(f"{k} {v['steps']} steps / {v['minutes']} min"
                         + (f" ({v['auto']})" if v.get("auto") else "")
                         + (f" (warning: {v['warning']})" if v.get("warning") else "") for k, v in stages.items())

@@ -125,9 +125,22 @@ class FrozenTeacher:
         self.calls += noisy.shape[0]
         return tiled_denoise(self.method.denoise, noisy, self.tile, self.tile_overlap).clamp(0, 1)
 
-    def augmented(self, noisy: torch.Tensor, mode: int) -> torch.Tensor:
-        """I_DN^r = A^-1(T(A(I_N))) for the dihedral transform ``mode`` (ops/augment.py)."""
-        return augment_inverse(self(augment(noisy, mode)), mode)
+    def augmented(self, noisy: torch.Tensor, mode: int, fn=None) -> torch.Tensor:
+        """I_DN^r = A^-1(T(A(I_N))) for the dihedral transform ``mode`` (ops/augment.py); ``fn`` instead of T."""
+        return augment_inverse((fn or self)(augment(noisy, mode)), mode)
+
+    @torch.no_grad()
+    def pixel_share(self, noisy: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W): a posterior teacher's w_y (methods/amsnet.py ``AMSNet.pixel_share``), mean over channels:
+        near 0 where its prior is sure, near 1 where it keeps the noisy pixel."""
+        if not getattr(self.method, "posterior", False):
+            raise ConfigError(f"option 'method.alpha: posterior' needs a teacher trained with 'method.posterior: "
+                              f"true'; {self.checkpoint} was not")
+        device = noisy.device
+        if next(self.method.parameters()).device != device:
+            self.method.to(device)
+        share = tiled_denoise(self.method.pixel_share, noisy, self.tile, self.tile_overlap)
+        return share.mean(1, keepdim=True).clamp(0, 1)
 
 
 def check_modes(modes, where: str) -> list[int]:
@@ -150,10 +163,17 @@ class TeacherTargets:
     guide_options: dict = field(default_factory=dict)
     cached: bool = True
     guide: str = "bilateral"                          # ops/guides.py GUIDES; guide_options its kwargs
+    share: bool = False                               # also the teacher's w_y maps (alpha: posterior)
 
     def teacher_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1 + len(modes), C, H, W): [T(I_N), A^-1(T(A(I_N))) for A in modes]."""
         parts = [self.teacher(noisy)] + [self.teacher.augmented(noisy, m) for m in self.modes]
+        return torch.stack(parts, dim=1)
+
+    def share_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 1 + len(modes), 1, H, W): the teacher's w_y of I_N and A^-1(w_y(A(I_N)))."""
+        parts = [self.teacher.pixel_share(noisy)]
+        parts += [self.teacher.augmented(noisy, m, self.teacher.pixel_share) for m in self.modes]
         return torch.stack(parts, dim=1)
 
     def guide_output(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -166,8 +186,11 @@ class TeacherTargets:
         def key(**what) -> str:
             return digest({**what, "version": CACHE_VERSION})[:20]
 
-        return {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
-                "guide": (key(guide=self.guide, options=self.guide_options), self.guide_output)}
+        parts = {"teacher": (key(teacher=self.teacher.key(), modes=self.modes), self.teacher_outputs),
+                 "guide": (key(guide=self.guide, options=self.guide_options), self.guide_output)}
+        if self.share:
+            parts["share"] = (key(share=self.teacher.key(), modes=self.modes), self.share_outputs)
+        return parts
 
 
 def _image_key(name: str, noisy: np.ndarray) -> str:
@@ -178,7 +201,8 @@ def _image_key(name: str, noisy: np.ndarray) -> str:
 
 
 class TeacherTargetCache(Dataset):
-    """A training dataset whose items carry cached targets: 'guide', 'target', 'target_aug' (+ 'aug_mode').
+    """A training dataset whose items carry cached targets: 'guide', 'target', 'target_aug' (+ 'aug_mode'; and
+    'alpha', 'alpha_aug', the teacher's w_y maps, when the targets include them).
 
     ``dataset`` must expose whole images (``image_arrays(i)``, ``names``, ``crop_size``, ``augment``),
     as the folder, synthetic and SIDD-Medium datasets do. Files: ``folder/teacher-<key>/<image>.npy``
@@ -242,6 +266,9 @@ class TeacherTargetCache(Dataset):
         j = int(torch.randint(len(self.modes), (1,)))
         arrays = {**arrays, "guide": np.load(self.files["guide"][i], mmap_mode="r")[0], "target": teacher[0],
                   "target_aug": teacher[1 + j]}
+        if "share" in self.files:
+            share = np.load(self.files["share"][i], mmap_mode="r")                 # (1 + modes, H, W, 1)
+            arrays.update(alpha=share[0], alpha_aug=share[1 + j])
         item = make_item(arrays, name, self.dataset.crop_size, self.dataset.augment, source)
         item["aug_mode"] = self.modes[j]
         return item

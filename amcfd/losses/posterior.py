@@ -35,10 +35,16 @@ def posterior_mean(y: torch.Tensor, mu: torch.Tensor, prior_var: torch.Tensor,
     return (prior_var * y + noise_var * mu) / (prior_var + noise_var)
 
 
+def pixel_share(prior_var: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
+    """w_y = sigma_p^2 / (sigma_p^2 + sigma_n^2): the weight x_hat gives the noisy pixel itself (0 where the prior
+    is sure, 1 where it knows nothing); also the prior's share of the variance."""
+    return prior_var / (prior_var + noise_var)
+
+
 def posterior_loss(y: torch.Tensor, mu: torch.Tensor, prior_var: torch.Tensor, noise_var: torch.Tensor,
                    where: torch.Tensor | None = None, prior_weight: float = 0.1) -> dict:
     """{'l_nll': gaussian_nll, 'l_prior': prior_weight * the prior's mean share of the variance}, over ``where``."""
-    share = prior_var / (prior_var + noise_var)
+    share = pixel_share(prior_var, noise_var)
     if where is not None:
         share = share[where.expand_as(share)]
     return {"l_nll": gaussian_nll(y, mu, prior_var, noise_var, where), "l_prior": prior_weight * share.mean()}

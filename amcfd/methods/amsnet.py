@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from amcfd.losses.basic import l1, masked_l1, smoothness_tv
-from amcfd.losses.posterior import posterior_loss, posterior_mean
+from amcfd.losses.posterior import pixel_share, posterior_loss, posterior_mean
 from amcfd.methods.base import Method
 from amcfd.ops.batching import resolve_chunk, resolve_workers, run_in_chunks
 from amcfd.ops.masks import MASK_MODES, check_masks, complementary_masks
@@ -288,6 +288,19 @@ class AMSNet(Method):
         """x_hat of every pixel of ``sub`` from the assembled [mu, log sigma_p^2] (losses/posterior.py)."""
         mu, log_prior = out.chunk(2, 1)
         return posterior_mean(sub, mu, log_prior.exp(), self.net.noise_variance(mu))
+
+    @torch.no_grad()
+    def pixel_share(self, noisy: torch.Tensor) -> torch.Tensor:
+        """w_y = sigma_p^2 / (sigma_p^2 + sigma_n^2) of every pixel and channel (losses/posterior.py), through the
+        same P_s multi-mask pipeline as ``denoise`` (without R^3): where the teacher is unsure (w_y near 1)."""
+        if not self.posterior:
+            raise ConfigError("AMSNet.pixel_share needs a network trained with option 'method.posterior: true'")
+
+        def share(sub: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            mu, log_prior = out.chunk(2, 1)
+            return pixel_share(log_prior.exp(), self.net.noise_variance(mu))
+
+        return amsnet_denoise(self.net, noisy, self.pd_test, None, self.pad_mode, share, **self._mask_options())
 
     def prior_mean_net(self, x: torch.Tensor) -> torch.Tensor:
         """The network's prior mean mu alone (R^3 of a posterior network runs on it)."""

@@ -6,7 +6,9 @@
 
 I_DN = T(I_N) is the teacher (AMSNet-P-E by default: P_2 multi-mask inference + R^3),
 I_DN^aug = A^-1(T(A(I_N))) for a dihedral transform A drawn per image from ``aug_modes``,
-alpha^r = non-flat map of I_DN^r (ops/texture.py), BF = bilateral filter of the noisy input
+alpha^r = non-flat map of I_DN^r (ops/texture.py; or, with ``alpha: posterior``, the posterior teacher's
+w_y = sigma_p^2 / (sigma_p^2 + sigma_n^2) of view r, its weight on the noisy pixel: near 1 where it is unsure,
+methods/amsnet.py), BF = bilateral filter of the noisy input
 (ops/bilateral.py; the paper's guide) or, with ``guide: nlm``, non-local means at the image's own noise
 level (ops/guides.py), L_p = isotropic TV (AMSNet Eq. 9). The student learns the guide's
 detail where the teacher sees texture and copies the teacher in flat areas (AM-CFD, coarse
@@ -27,6 +29,7 @@ from amcfd.ops.texture import texture_map
 from amcfd.registry import METHODS, ConfigError, check_kwargs
 
 TARGET_MODES = ("cache", "online")
+ALPHAS = ("texture", "posterior")
 BILATERAL_DEFAULTS = {"d": 7, "sigma_color": 30.0, "sigma_space": 3.0}
 NLM_DEFAULTS = {"h": "auto", "strength": 1.0, "template": 7, "search": 21}
 
@@ -53,6 +56,8 @@ class DistillCoarse(Method):
         Guides 'classical' (the classical core's filter: methods/classical.py), 'bm3d' and 'nlm2' (two-scale
         NLM) take their kwargs from ``classical`` (ops/guides.py; e.g. {strength: 4}).
       texture: kwargs of ops.texture.texture_map, the "non-flat find" alpha.
+      alpha: 'texture' (the paper's non-flat map of the teacher output) | 'posterior' (the teacher's w_y maps;
+        a teacher trained with method.posterior: true).
       bf_weight, ga_weight: weights of the L_bf and L_ga terms (1, 1).
       bf_norm, ga_norm: 'l1' | 'l2' | 'charbonnier' (l1, l1).
       smooth_weight: lambda_p of the TV term L_p (0.01, AMSNet-P's lambda).
@@ -62,8 +67,8 @@ class DistillCoarse(Method):
     def __init__(self, net: nn.Module, teacher: dict | None = None, targets: str = "cache",
                  aug_modes: list = (1, 2, 3), bilateral: dict | None = None, guide: str = "bilateral",
                  nlm: dict | None = None, classical: dict | None = None, texture: dict | None = None,
-                 bf_weight: float = 1.0, ga_weight: float = 1.0, bf_norm: str = "l1", ga_norm: str = "l1",
-                 smooth_weight: float = 0.01, smooth_eps: float = 1e-6):
+                 alpha: str = "texture", bf_weight: float = 1.0, ga_weight: float = 1.0, bf_norm: str = "l1",
+                 ga_norm: str = "l1", smooth_weight: float = 0.01, smooth_eps: float = 1e-6):
         super().__init__(net)
         from amcfd.engine.teacher import FrozenTeacher, check_modes
 
@@ -79,6 +84,9 @@ class DistillCoarse(Method):
         if guide not in GUIDES:
             raise ConfigError(f"option 'method.guide' must be one of {tuple(GUIDES)}, got {guide!r}")
         self.guide = guide
+        if alpha not in ALPHAS:
+            raise ConfigError(f"option 'method.alpha' must be one of {ALPHAS}, got {alpha!r}")
+        self.alpha = alpha
         self.guide_options = ({**BILATERAL_DEFAULTS, **(bilateral or {})} if guide == "bilateral" else
                               {**NLM_DEFAULTS, **(nlm or {})} if guide == "nlm" else dict(classical or {}))
         self.texture = dict(texture or {})
@@ -102,7 +110,8 @@ class DistillCoarse(Method):
             from amcfd.engine.teacher import FrozenTeacher, TeacherTargets
 
             self._targets = TeacherTargets(FrozenTeacher(**self.teacher_options), self.aug_modes,
-                                           self.guide_options, cached=self.cached, guide=self.guide)
+                                           self.guide_options, cached=self.cached, guide=self.guide,
+                                           share=self.alpha == "posterior")
         return self._targets
 
     @property
@@ -110,21 +119,28 @@ class DistillCoarse(Method):
         return self.teacher_targets.teacher
 
     def _targets_of(self, batch: dict) -> tuple:
-        """(BF(I_N), I_DN, I_DN^aug): from the cached batch, or computed now (online)."""
+        """(BF(I_N), I_DN, I_DN^aug, alpha, alpha^aug): from the cached batch, or computed now (online); the
+        alphas are None for the texture map (computed from the targets in ``forward``)."""
+        posterior = self.alpha == "posterior"
         if "target" in batch:
-            return batch["guide"], batch["target"], batch["target_aug"]
+            return (batch["guide"], batch["target"], batch["target_aug"],
+                    batch["alpha"] if posterior else None, batch["alpha_aug"] if posterior else None)
         noisy = batch["noisy"]
         with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
+            share = self.teacher.pixel_share
             return (GUIDES[self.guide](noisy, **self.guide_options), self.teacher(noisy),
-                    apply_augmented(self.teacher, noisy, modes))
+                    apply_augmented(self.teacher, noisy, modes),
+                    share(noisy) if posterior else None,
+                    apply_augmented(share, noisy, modes) if posterior else None)
 
     def forward(self, batch: dict) -> dict:
-        guide, target, target_aug = self._targets_of(batch)
+        guide, target, target_aug, *alphas = self._targets_of(batch)
         out = self.net(batch["noisy"])
         l_bf = l_ga = 0.0
-        for teacher_out in (target, target_aug):
-            alpha = texture_map(teacher_out, **self.texture)               # (B, 1, H, W), frozen
+        for teacher_out, alpha in zip((target, target_aug), alphas):
+            if alpha is None:
+                alpha = texture_map(teacher_out, **self.texture)           # (B, 1, H, W), frozen
             t_bf, t_ga = structure_aware_terms(out, guide, teacher_out, alpha, self.bf_norm, self.ga_norm)
             l_bf, l_ga = l_bf + t_bf, l_ga + t_ga
         return {"l_bf": self.bf_weight * l_bf, "l_ga": self.ga_weight * l_ga,
