@@ -109,21 +109,22 @@ class FrozenTeacher:
     def parameters(self):
         return self.method.parameters()
 
+    def _method_on(self, device: torch.device):
+        """The teacher's method, moved to ``device`` first if it is elsewhere."""
+        if next(self.method.parameters()).device != device:
+            self.method.to(device)
+        return self.method
+
     def network(self, device: torch.device | None = None) -> torch.nn.Module:
         """The raw network of the teacher's method (frozen, eval mode), moved to ``device`` if given: for
         methods that need more than the denoising pipeline, e.g. several hole sizes of ``ATBSN.forward_holes``."""
-        if device is not None and next(self.method.parameters()).device != device:
-            self.method.to(device)
-        return self.method.net
+        return (self.method if device is None else self._method_on(device)).net
 
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
         """T(I_N) for (B, C, H, W) in [0, 1], clamped to [0, 1]; runs on the input's device."""
-        device = noisy.device
-        if next(self.method.parameters()).device != device:
-            self.method.to(device)
         self.calls += noisy.shape[0]
-        return tiled_denoise(self.method.denoise, noisy, self.tile, self.tile_overlap).clamp(0, 1)
+        return tiled_denoise(self._method_on(noisy.device).denoise, noisy, self.tile, self.tile_overlap).clamp(0, 1)
 
     def augmented(self, noisy: torch.Tensor, mode: int, fn=None) -> torch.Tensor:
         """I_DN^r = A^-1(T(A(I_N))) for the dihedral transform ``mode`` (ops/augment.py); ``fn`` instead of T."""
@@ -133,13 +134,7 @@ class FrozenTeacher:
     def pixel_share(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W): a posterior teacher's w_y (methods/amsnet.py ``AMSNet.pixel_share``), mean over channels:
         near 0 where its prior is sure, near 1 where it keeps the noisy pixel."""
-        if not getattr(self.method, "posterior", False):
-            raise ConfigError(f"option 'method.alpha: posterior' needs a teacher trained with 'method.posterior: "
-                              f"true'; {self.checkpoint} was not")
-        device = noisy.device
-        if next(self.method.parameters()).device != device:
-            self.method.to(device)
-        share = tiled_denoise(self.method.pixel_share, noisy, self.tile, self.tile_overlap)
+        share = tiled_denoise(self._method_on(noisy.device).pixel_share, noisy, self.tile, self.tile_overlap)
         return share.mean(1, keepdim=True).clamp(0, 1)
 
 
@@ -165,16 +160,23 @@ class TeacherTargets:
     guide: str = "bilateral"                          # ops/guides.py GUIDES; guide_options its kwargs
     share: bool = False                               # also the teacher's w_y maps (alpha: posterior)
 
+    def __post_init__(self):
+        """A teacher that cannot give w_y maps is refused when the targets are set up, before any training."""
+        if self.share and not getattr(self.teacher.method, "posterior", False):
+            raise ConfigError(f"option 'method.alpha: posterior' needs a teacher trained with 'method.posterior: "
+                              f"true'; {self.teacher.checkpoint} was not")
+
+    def _views(self, fn, noisy: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + len(modes), ...): [fn(I_N), A^-1(fn(A(I_N))) for A in modes]."""
+        return torch.stack([fn(noisy)] + [self.teacher.augmented(noisy, m, fn) for m in self.modes], dim=1)
+
     def teacher_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1 + len(modes), C, H, W): [T(I_N), A^-1(T(A(I_N))) for A in modes]."""
-        parts = [self.teacher(noisy)] + [self.teacher.augmented(noisy, m) for m in self.modes]
-        return torch.stack(parts, dim=1)
+        return self._views(self.teacher, noisy)
 
     def share_outputs(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1 + len(modes), 1, H, W): the teacher's w_y of I_N and A^-1(w_y(A(I_N)))."""
-        parts = [self.teacher.pixel_share(noisy)]
-        parts += [self.teacher.augmented(noisy, m, self.teacher.pixel_share) for m in self.modes]
-        return torch.stack(parts, dim=1)
+        return self._views(self.teacher.pixel_share, noisy)
 
     def guide_output(self, noisy: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 1, C, H, W): the guide BF(I_N) of the whole image (bilateral, or ``guide``)."""

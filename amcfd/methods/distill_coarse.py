@@ -123,16 +123,15 @@ class DistillCoarse(Method):
         alphas are None for the texture map (computed from the targets in ``forward``)."""
         posterior = self.alpha == "posterior"
         if "target" in batch:
-            return (batch["guide"], batch["target"], batch["target_aug"],
-                    batch["alpha"] if posterior else None, batch["alpha_aug"] if posterior else None)
+            alphas = (batch["alpha"], batch["alpha_aug"]) if posterior else (None, None)
+            return batch["guide"], batch["target"], batch["target_aug"], *alphas
         noisy = batch["noisy"]
         with torch.no_grad(), torch.autocast(noisy.device.type, enabled=False):   # the teacher in full precision
             modes = random_modes(self.aug_modes, noisy.shape[0])
             share = self.teacher.pixel_share
+            alphas = (share(noisy), apply_augmented(share, noisy, modes)) if posterior else (None, None)
             return (GUIDES[self.guide](noisy, **self.guide_options), self.teacher(noisy),
-                    apply_augmented(self.teacher, noisy, modes),
-                    share(noisy) if posterior else None,
-                    apply_augmented(share, noisy, modes) if posterior else None)
+                    apply_augmented(self.teacher, noisy, modes), *alphas)
 
     def forward(self, batch: dict) -> dict:
         guide, target, target_aug, *alphas = self._targets_of(batch)
