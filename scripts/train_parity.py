@@ -16,6 +16,18 @@ Printed: one row per step (their loss, ours, relative difference, the learning r
 of |ours - theirs| / |theirs|, L2 norms). Exit 0 when X <= 1e-4 and Y <= 1e-3, 1 otherwise, 2 on bad
 arguments or when their code cannot run.
 
+The same tool runs the two codes for as many steps as a benchmark row trained, on that set's images:
+    python scripts/train_parity.py --authors-code AP-BSN_CHECKOUT --method apbsn --steps 1255 \
+        --images ../shared/data/cc15/noisy --preset small --fit-schedule --save results/parity/apbsn
+--images: random crops of those images (seeded, no flips; the same crops in both processes) instead of synthetic
+ones; --preset: our networks at that preset and theirs built at the same widths (their config's or class's
+default patched in their process: AP-BSN and AM-BSN ``bsn_base_ch``/``bsn_num_module``, AT-BSN's and APRRD's
+``ATBSN`` ``mid_channels``; their distillation students have fixed widths, so atbsn and aprrd need --steps2 0,
+the first stage only); --fit-schedule: our option file's schedule fitted to --steps as a budgeted run fits it
+(engine/trainer.fit_schedule), and their code's learning rate set to the same value before each step (their
+scheduler still steps, its value replaced); --save DIR: both final networks as our checkpoints, DIR/authors.pth
+and DIR/ours.pth, which a benchmark entry's ``checkpoint`` scores on the set (options/bench/parity_steps.yml).
+
 Methods, and what runs in the authors' process:
   amsnet (lll143653/amsnet, configs/restormer.yaml or nafnet.yaml, --net; ours options/train/amsnet.yml or
     amsnet_nafnet.yml): their ``ImageDenoiseEnd2End`` around ``MultiMaskPdDn`` (AMSNet-B, ``FirstPdMaskLoss``
@@ -89,6 +101,7 @@ APRRD_CODES = "NBSN_1.02M/codes"
 # two-stage methods: our second option file, its network type, and how their final state maps to ours
 SECOND = {"atbsn": ("atbsn_distill.yml", "ATBSNStudent"), "aprrd": ("aprrd.yml", "NBSN")}
 LOSS_TOL, WEIGHT_TOL = 1e-4, 1e-3
+MAX_ROWS = 40            # of the per-step table (a longer run prints every k-th step)
 
 
 class ArgumentError(Exception):
@@ -125,9 +138,18 @@ def train_steps(step: Callable, batches, seed: int) -> tuple[list, list]:
     return losses, lrs
 
 
-def optimiser_step(loss_fn: Callable, optimiser, after: Callable | None = None) -> Callable:
+def follow_lr(optimiser, lrs: list | None, i: int) -> None:
+    """--fit-schedule, in the authors' process: step ``i`` at the learning rate our fitted schedule gives it
+    (their scheduler still steps; its value is replaced before every step)."""
+    for one in (optimiser.values() if isinstance(optimiser, dict) else [optimiser]) if lrs else []:
+        for group in one.param_groups:                     # (a dict: AM-BSN's optimisers by module)
+            group["lr"] = lrs[i]
+
+
+def optimiser_step(loss_fn: Callable, optimiser, after: Callable | None = None, lrs: list | None = None) -> Callable:
     """A training step: zero the gradients, ``loss_fn(i, batch)``, backward, optimiser step, ``after(i)``."""
     def step(i, batch):
+        follow_lr(optimiser, lrs, i)
         lr = optimiser.param_groups[0]["lr"]
         optimiser.zero_grad(set_to_none=True)
         loss = loss_fn(i, batch)
@@ -137,6 +159,34 @@ def optimiser_step(loss_fn: Callable, optimiser, after: Callable | None = None) 
             after(i)
         return loss.detach(), lr
     return step
+
+
+class Crops:
+    """--images batches, cut on demand (both processes, the same crops): step ``i`` stacks the ``side`` x ``side``
+    crops of ``images`` at (image, top, left) ``where[i]``."""
+
+    def __init__(self, images: list, where, side: int):
+        self.images, self.where, self.side = images, where, side
+
+    def __len__(self):
+        return len(self.where)
+
+    def __getitem__(self, i):
+        import torch
+
+        s = self.side
+        return torch.stack([self.images[k][:, y:y + s, x:x + s] for k, y, x in self.where[i].tolist()])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def portable(self) -> dict:
+        return {"images": self.images, "where": self.where, "side": self.side}
+
+
+def batches_of(portable):
+    """A job's batches: a list of tensors, or the ``Crops.portable`` form."""
+    return Crops(**portable) if isinstance(portable, dict) else portable
 
 
 # ----------------------------------------------------------------------------- the comparison
@@ -183,7 +233,11 @@ def effective(weights: dict) -> dict:
 def report_lines(method: str, cmp: dict) -> list[str]:
     """The per-step table (markdown) and the closing line."""
     lines = ["| step | authors' loss | our loss | rel diff | authors' lr | our lr |", "|---|---|---|---|---|---|"]
-    for step, a, o, rel, lr_a, lr_o in cmp["rows"]:
+    rows = cmp["rows"]
+    if len(rows) > MAX_ROWS:                         # a long run: every k-th step, and the last
+        k = math.ceil(len(rows) / MAX_ROWS)
+        rows = rows[::k] + ([rows[-1]] if (len(rows) - 1) % k else [])
+    for step, a, o, rel, lr_a, lr_o in rows:
         lines.append(f"| {step} | {a:.8g} | {o:.8g} | {rel:.2e} | {lr_a:.6g} | {lr_o:.6g} |")
     if cmp["worst"] is not None and cmp["max_weight"] > 0:
         lines.append(f"largest weight difference: {cmp['worst']}")
@@ -217,10 +271,74 @@ def make_batches(steps: int, batch: int, crop: int, seed: int) -> list:
     return out
 
 
-def our_options(name: str) -> dict:
+def image_crops(folder: Path, steps: int, batch: int, crop: int, seed: int) -> Crops:
+    """Random ``crop`` crops of the images in ``folder`` in [0, 1], ``batch`` per step (no flips: the same crops in
+    both codes); the draw is seeded with ``seed``. Images smaller than the crop are skipped."""
+    import torch
+
+    from amcfd.data.imageio import list_images, read_image, to_tensor
+
+    images = [to_tensor(read_image(p)[0][..., :3]) for p in list_images(folder)]
+    images = [im for im in images if min(im.shape[-2:]) >= crop and im.shape[0] == 3]
+    if not images:
+        raise ArgumentError(f"--images {folder}: no RGB image of at least {crop} x {crop} pixels")
+    g = torch.Generator().manual_seed(seed)
+    where = torch.zeros(steps, batch, 3, dtype=torch.long)
+    for i in range(steps):
+        for b in range(batch):
+            k = int(torch.randint(len(images), (1,), generator=g))
+            h, w = images[k].shape[-2:]
+            where[i, b] = torch.tensor([k, int(torch.randint(h - crop + 1, (1,), generator=g)),
+                                        int(torch.randint(w - crop + 1, (1,), generator=g))])
+    return Crops(images, where, crop)
+
+
+def training_batches(args, steps: int, batch: int, crop: int, seed: int):
+    """--images crops, or the synthetic ``make_batches``."""
+    if args.images is not None:
+        return image_crops(args.images, steps, batch, crop, seed)
+    return make_batches(steps, batch, crop, seed)
+
+
+def portable(batches):
+    return batches.portable() if isinstance(batches, Crops) else batches
+
+
+def our_options(name: str, preset: str | None = None) -> dict:
+    """Our option file, every default filled in; ``preset``: its network's (--preset)."""
     from amcfd.options import load_options, resolved_options
 
-    return resolved_options(load_options(REPO / "options" / "train" / name))
+    opt = load_options(REPO / "options" / "train" / name)
+    if preset:
+        opt["network"]["preset"] = preset
+    return resolved_options(opt)
+
+
+def as_run(opt: dict, args, steps: int) -> dict:
+    """Our options for this run: --fit-schedule (the schedule fitted to ``steps`` as a budgeted run fits it,
+    engine/trainer.fit_schedule)."""
+    from amcfd.engine.trainer import fit_schedule
+
+    if args.fit_schedule:
+        t = opt["train"]
+        fit_schedule(t, steps, [m / t["total_iter"] for m in t["milestones"]])
+    return opt
+
+
+def schedule_lrs(opt: dict, steps: int) -> list:
+    """The learning rate of each of ``steps`` steps under our (fitted) schedule, for the authors' process."""
+    from amcfd.engine.trainer import lr_factor
+
+    t = opt["train"]
+    return [t["lr"] * lr_factor(i, t) for i in range(steps)]
+
+
+def preset_widths(opt: dict, preset: str | None) -> dict | None:
+    """--preset: the constructor arguments of our network at that preset, which the authors' process builds theirs
+    with (None: their config's own size)."""
+    from amcfd.registry import ARCHS
+
+    return None if preset in (None, "published") else dict(ARCHS.get(opt["network"]["type"]).PRESETS[preset])
 
 
 def initial_weights(opt: dict, seed: int) -> dict:
@@ -360,7 +478,7 @@ def _authors_amsnet(job: dict) -> dict:
             conf["lr_scheduler"].step()
 
     losses, lrs = train_steps(optimiser_step(lambda i, b: module.training_step({"input": b}, i), conf["optimizer"],
-                                             after), job["batches"], job["seed"])
+                                             after, job.get("lrs")), batches_of(job["batches"]), job["seed"])
     return {"losses": losses, "lrs": lrs, "state": {"state_dict": module.state_dict()}}
 
 
@@ -380,6 +498,9 @@ def _authors_apbsn(job: dict) -> dict:
     from src.trainer.base import BaseTrainer
 
     cfg = _yaml(code / "conf" / "APBSN_SIDD.yaml")
+    if job.get("widths"):                                  # --preset: our DBSNl's widths
+        cfg["model"]["kwargs"].update(bsn_base_ch=job["widths"]["base_ch"],
+                                      bsn_num_module=job["widths"]["num_module"])
     model = get_model_class(cfg["model"]["type"])(**cfg["model"]["kwargs"])
     model.load_state_dict(job["init"], strict=True)
     model.train()
@@ -394,7 +515,8 @@ def _authors_apbsn(job: dict) -> dict:
         losses, _ = loss([x], {"recon": model(x)}, {"real_noisy": x}, {"denoiser": model}, ratio=0.0)
         return sum(v.mean() for v in losses.values())      # (ratio weights only "r" terms; self_L1 has none)
 
-    losses, lrs = train_steps(optimiser_step(loss_fn, optimiser), job["batches"], job["seed"])
+    losses, lrs = train_steps(optimiser_step(loss_fn, optimiser, lrs=job.get("lrs")), batches_of(job["batches"]),
+                              job["seed"])
     return {"losses": losses, "lrs": lrs, "state": {"model_weight": {"denoiser": model.state_dict()}}}
 
 
@@ -414,6 +536,8 @@ def _authors_ambsn(job: dict) -> dict:
     from util.loss import Loss
 
     cfg = _yaml(code / "config" / "SIDD.yaml")
+    if job.get("widths"):                                  # --preset: our AMBSN's width
+        cfg["model"]["kwargs"]["bsn_base_ch"] = job["widths"]["base_ch"]
     model = BSN(**cfg["model"]["kwargs"])
     model.load_state_dict(job["init"], strict=True)
     model.train()
@@ -421,10 +545,12 @@ def _authors_ambsn(job: dict) -> dict:
     optimiser = tools.set_optimizer(module, train_cfg)
     loss = Loss(train_cfg["loss"], train_cfg["tmp_info"])
     run_cfg = {"gpu": "cpu", "model_input": cfg["model_input"]}
-    batches, n = job["batches"], len(job["batches"])
+    batches = batches_of(job["batches"])
+    n = len(batches)
     data = iter({"real_noisy": b * 255.0, "noisy": b * 255.0} for b in batches)   # their datasets: [0, 255]
 
     def step(i, batch):
+        follow_lr(optimiser, job.get("lrs"), i)
         lr, totals = tools._get_current_lr(optimiser), {"count": 0}
         tools._run_step({"dataset": data}, module, optimiser, loss, 1, i + 1, n, train_cfg["max_epoch"], totals,
                         run_cfg)
@@ -436,13 +562,20 @@ def _authors_ambsn(job: dict) -> dict:
 
 
 def _authors_atbsn(job: dict) -> dict:
-    """Their ATBSN_Model (train_atbsn.yml), then ATBSN_D_Model (distill_atbsn.yml) on the teacher ``job`` gives."""
+    """Their ATBSN_Model (train_atbsn.yml), then ATBSN_D_Model (distill_atbsn.yml) on the teacher ``job`` gives
+    (not run when there are no second-stage batches)."""
+    import functools
+
     import torch
 
     code = Path(job["code"])
     sys.path[:0] = [str(code), str(code / "codes")]
+    import codes.models.atbsn_model as atbsn_model
     from codes.models.atbsn_d_model import ATBSN_D_Model
     from codes.models.atbsn_model import ATBSN_Model
+
+    if job.get("widths"):           # --preset: the ATBSN their model builds, at our width (patched, this process)
+        atbsn_model.ATBSN = functools.partial(atbsn_model.ATBSN, mid_channels=job["widths"]["mid_channels"])
 
     def build(cls, name: str, weights: dict):
         opt = _yaml(code / "codes" / "options" / "train" / name)
@@ -452,8 +585,9 @@ def _authors_atbsn(job: dict) -> dict:
         opt["path"].update(pretrain_model=str(path), strict_load=True)
         return cls(opt), opt
 
-    def run(model, opt, batches, start):
+    def run(model, opt, batches, start, lrs):
         def step(i, batch):
+            follow_lr(model.optimizers[0], lrs, i)
             lr = model.get_current_learning_rate()
             model.feed_data({"gt": batch * 255.0, "noisy": batch * 255.0})     # their datasets give [0, 255]
             model.optimize_parameters(start + i + 1)
@@ -462,18 +596,22 @@ def _authors_atbsn(job: dict) -> dict:
         return train_steps(step, batches, job["seed"] + start)
 
     teacher, opt = build(ATBSN_Model, "train_atbsn.yml", job["init"])
-    losses, lrs = run(teacher, opt, job["batches"], 0)
+    losses, lrs = run(teacher, opt, batches_of(job["batches"]), 0, job.get("lrs"))
+    if not job.get("batches2"):
+        return {"losses": losses, "lrs": lrs, "state": {"teacher": teacher.MoBanNet.state_dict()}}
     student, opt = build(ATBSN_D_Model, "distill_atbsn.yml", job["teacher"])
     student.MoBanNet.module.nbsn.load_state_dict(job["student"])   # their N_BSN's own init for what is not copied
     student.load()                                                   # then their teacher -> student copy
-    more, more_lrs = run(student, opt, job["batches2"], len(job["batches"]))
+    more, more_lrs = run(student, opt, batches_of(job["batches2"]), len(losses), job.get("lrs2"))
     return {"losses": losses + more, "lrs": lrs + more_lrs,
             "state": {"teacher": teacher.MoBanNet.state_dict(), "student": student.MoBanNet.state_dict()}}
 
 
 def _authors_aprrd(job: dict) -> dict:
     """Their preparation.py: ``initialize_models`` and ``setup_training`` (Adam, CustomCosineLR over their config's
-    400k / 200k iterations), then ``train`` for the BSN (APR) and for the NBSN (RD), each for len(batches) steps."""
+    400k / 200k iterations), then ``train`` for the BSN (APR) and for the NBSN (RD), each for len(batches) steps
+    (the RD stage not when there are no second-stage batches)."""
+    import functools
     import os
 
     import torch
@@ -489,23 +627,27 @@ def _authors_aprrd(job: dict) -> dict:
     import preparation
 
     config, cpu, name = preparation.config, torch.device("cpu"), "parity"
+    if job.get("widths"):           # --preset: the ATBSN it builds, at our width (patched, this process)
+        preparation.ATBSN = functools.partial(preparation.ATBSN, mid_channels=job["widths"]["mid_channels"])
     config["gpu_use"] = 0                              # what their setup_device sets without a GPU (not called:
     bsn_info, nbsn_info = preparation.initialize_models(cpu, [])       # it calls torch.cuda.set_device)
     f, fd = bsn_info[0], nbsn_info[0]
     f.load_state_dict(job["init"], strict=True)
-    fd.load_state_dict(job["student"], strict=True)
+    batches, batches2 = batches_of(job["batches"]), batches_of(job.get("batches2"))
+    if batches2:
+        fd.load_state_dict(job["student"], strict=True)
     bsn_training, nbsn_training = preparation.setup_training(f, fd)
     margin = (config["patch_size"]["BSN"] - config["patch_size"]["NBSN"]) // 2
-    side = job["batches2"][0].shape[-1]
-    config.update(trained_path=job["tmp"], total_iter={"BSN": len(job["batches"]), "NBSN": len(job["batches2"])},
+    side = batches2[0].shape[-1] if batches2 else config["patch_size"]["NBSN"]
+    config.update(trained_path=job["tmp"], total_iter={"BSN": len(batches), "NBSN": len(batches2 or [])},
                   patch_size={"BSN": side + 2 * margin, "NBSN": side})
-    config["batch_size"]["Training"] = job["batches"][0].shape[0]
+    config["batch_size"]["Training"] = batches[0].shape[0]
 
     class Feed:
         """Their dataset: ``get_dataloader`` yields our batches, seeding the global RNG before each step."""
 
-        def __init__(self, batches, optimiser, start):
-            self.batches, self.optimiser, self.start, self.lrs = batches, optimiser, start, []
+        def __init__(self, batches, optimiser, start, lrs):
+            self.batches, self.optimiser, self.start, self.lrs, self.follow = batches, optimiser, start, [], lrs
 
         def __len__(self):
             return len(self.batches) * self.batches[0].shape[0]
@@ -516,23 +658,26 @@ def _authors_aprrd(job: dict) -> dict:
         def __iter__(self):
             for i, batch in enumerate(self.batches):
                 torch.manual_seed(job["seed"] + self.start + i)
+                follow_lr(self.optimiser, self.follow, i)
                 self.lrs.append(self.optimiser.param_groups[0]["lr"])
                 yield batch
 
-    def run(info, training, batches, start):
+    def run(info, training, batches, start, lrs):
         losses = []
         training[3].register_forward_hook(lambda module, args, out: losses.append(float(out)))
-        feed = Feed(batches, training[1], start)
+        feed = Feed(batches, training[1], start, lrs)
         preparation.train([feed, name], info, training, cpu)
         return losses, feed.lrs
 
-    losses, lrs = run(bsn_info, bsn_training, job["batches"], 0)
+    losses, lrs = run(bsn_info, bsn_training, batches, 0, job.get("lrs"))
     path = Path(job["tmp"]) / f"BSN_{name}.pth"
     teacher = torch.load(path, weights_only=True)["model_state_dict"]
+    if not batches2:
+        return {"losses": losses, "lrs": lrs, "state": {"teacher": teacher}}
     torch.save({"model_state_dict": job["teacher"]}, path)        # the same teacher in both codes: ours
     # their RD loop takes the centre NBSN x NBSN crop of each BSN x BSN patch: our batches padded by the margin
-    padded = [F.pad(b, (margin, margin, margin, margin)) for b in job["batches2"]]
-    more, more_lrs = run(nbsn_info, nbsn_training, padded, len(job["batches"]))
+    padded = [F.pad(b, (margin, margin, margin, margin)) for b in batches2]
+    more, more_lrs = run(nbsn_info, nbsn_training, padded, len(batches), job.get("lrs2"))
     student = torch.load(Path(job["tmp"]) / f"NBSN_{name}.pth", weights_only=True)["model_state_dict"]
     return {"losses": losses + more, "lrs": lrs + more_lrs, "state": {"teacher": teacher, "student": student}}
 
@@ -597,12 +742,30 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--crop", type=int, help="crop side (default: their config's)")
     p.add_argument("--seed", type=int, default=0, help="weights, batches and per-step RNG seeds (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in each process (default 1)")
+    p.add_argument("--steps2", type=int, help="atbsn, aprrd: steps of the distillation (default --steps; 0: the "
+                   "first stage only)")
+    p.add_argument("--images", type=Path, help="train on random crops of the images in this folder (e.g. a set's "
+                   "noisy/) instead of synthetic noisy crops")
+    p.add_argument("--preset", help="our networks' preset (e.g. small, the CPU benchmark's); theirs built at the same "
+                   "widths (default: the option file's, their config's)")
+    p.add_argument("--fit-schedule", action="store_true", help="the option file's schedule fitted to --steps as a "
+                   "budgeted run fits it (cosine ends there, milestones keep their fractions); their code steps at "
+                   "the same learning rates")
+    p.add_argument("--save", type=Path, metavar="DIR", help="write each code's final (first-stage) network as our "
+                   "checkpoint, DIR/authors.pth and DIR/ours.pth")
     p.add_argument("--write-docs", action="store_true", help="also write the section of docs/results.md")
     args = p.parse_args(argv)
     if args.net and args.method != "amsnet":
         p.error(f"--net is for --method amsnet only (method {args.method} has one network)")
     if min(args.steps, args.threads, args.batch or 1, args.crop or 1) < 1:
         p.error("--steps, --threads, --batch and --crop must be at least 1")
+    if args.steps2 is not None and (args.method not in SECOND or args.steps2 < 0):
+        p.error(f"--steps2 {args.steps2}: for atbsn and aprrd only, at least 0")
+    if args.preset not in (None, "published") and args.method in SECOND and args.steps2 != 0:
+        p.error(f"--preset {args.preset} with {args.method}: their distillation networks have fixed widths; "
+                "add --steps2 0 (the first stage only)")
+    if args.images is not None and not args.images.is_dir():
+        p.error(f"--images {args.images}: not a folder")
     if not (args.authors_code / MARKERS[args.method]).is_file():
         p.error(f"--authors-code {args.authors_code}: no {MARKERS[args.method]} (not a checkout for {args.method})")
     if not Path(args.authors_python).is_file():
@@ -612,14 +775,38 @@ def parse(argv) -> argparse.Namespace:
 
 def parity_one(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     """One training stage of each code (amsnet, apbsn): the authors' run, then ours."""
-    opt = our_options(c.options)
+    opt = as_run(our_options(c.options, args.preset), args, args.steps)
     if opt["method"].get("loss_in_value_range") is False:                  # our loss on [0, 1]: theirs / range
         c.loss_scale = float(opt["method"]["value_range"])
-    batches = make_batches(args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
+    batches = training_batches(args, args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
     init = initial_weights(opt, args.seed)
-    theirs = run_authors(args.authors_python, {**job, "init": to_authors(args.method, init), "batches": batches})
+    theirs = run_authors(args.authors_python, {**job, "init": to_authors(args.method, init),
+                                               "batches": portable(batches), "widths": preset_widths(opt, args.preset),
+                                               "lrs": lrs_for(args, opt)})
     authors = Result(theirs["losses"], theirs["lrs"], from_authors(args.method, c.arch, theirs["state"]))
-    return authors, train_ours(opt, init, batches, args.seed, c.loss_scale), batches
+    ours = train_ours(opt, init, batches, args.seed, c.loss_scale)
+    save_networks(args, opt, {"authors": authors.weights, "ours": ours.weights})
+    return authors, ours, batches
+
+
+def lrs_for(args, opt: dict) -> list | None:
+    return schedule_lrs(opt, opt["train"]["total_iter"]) if args.fit_schedule else None
+
+
+def save_networks(args, opt: dict, weights: dict) -> None:
+    """--save DIR: each code's final network as our checkpoint, DIR/<code>.pth (to score with valid.py, or as a
+    benchmark entry's ``checkpoint``)."""
+    if args.save is None:
+        return
+    from amcfd.archs import build_arch
+    from amcfd.hub.importers import write_checkpoint
+
+    args.save.mkdir(parents=True, exist_ok=True)
+    for code, state in weights.items():
+        net = build_arch(opt["network"])
+        net.load_state_dict(state)
+        write_checkpoint(net, opt["network"], opt["method"], args.save / f"{code}.pth",
+                         {"kind": "train_parity", "code": code, "method": args.method, "steps": args.steps})
 
 
 def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
@@ -629,12 +816,21 @@ def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     from amcfd.hub.importers import write_checkpoint
 
     options2, arch2 = SECOND[args.method]
-    opt1, opt2 = our_options(c.options), our_options(options2)
-    batch2, crop2 = second_case(args.method, Path(job["code"]))
-    batches = make_batches(args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
-    batches2 = make_batches(args.steps, args.batch or batch2, args.crop or crop2, args.seed + 1)
+    steps2 = args.steps if args.steps2 is None else args.steps2
+    opt1 = as_run(our_options(c.options, args.preset), args, args.steps)
+    batches = training_batches(args, args.steps, args.batch or c.batch, args.crop or c.crop, args.seed)
     init = initial_weights(opt1, args.seed)
     ours1 = train_ours(opt1, init, batches, args.seed)
+    first = {**job, "init": init, "batches": portable(batches), "widths": preset_widths(opt1, args.preset),
+             "lrs": lrs_for(args, opt1)}
+    if steps2 == 0:                                         # the first stage only
+        theirs = run_authors(args.authors_python, first)
+        authors = Result(theirs["losses"], theirs["lrs"], convert_teacher(c.arch, theirs["state"]))
+        save_networks(args, opt1, {"authors": authors.weights, "ours": ours1.weights})
+        return authors, ours1, batches
+    opt2 = as_run(our_options(options2, args.preset), args, steps2)
+    batch2, crop2 = second_case(args.method, Path(job["code"]))
+    batches2 = training_batches(args, steps2, args.batch or batch2, args.crop or crop2, args.seed + 1)
     student = initial_weights(opt2, args.seed + 1)
     with tempfile.TemporaryDirectory() as tmp:
         teacher = build_arch(opt1["network"])
@@ -642,8 +838,8 @@ def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
         write_checkpoint(teacher, opt1["network"], opt1["method"], Path(tmp) / "teacher.pth", {"kind": "parity"})
         opt2["method"]["teacher"] = {"checkpoint": str(Path(tmp) / "teacher.pth")}
         ours2 = train_ours(opt2, student, batches2, args.seed + args.steps)
-    theirs = run_authors(args.authors_python, {**job, "init": init, "batches": batches, "teacher": ours1.weights,
-                                               "student": student, "batches2": batches2})
+    theirs = run_authors(args.authors_python, {**first, "teacher": ours1.weights, "student": student,
+                                               "batches2": portable(batches2), "lrs2": lrs_for(args, opt2)})
     their_teacher, their_student = two_stage_from_authors(args.method, c.arch, arch2, theirs["state"])
     authors = Result(theirs["losses"], theirs["lrs"], {**{f"teacher.{k}": v for k, v in their_teacher.items()},
                                                        **{f"student.{k}": v for k, v in their_student.items()}})
@@ -653,11 +849,18 @@ def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     return authors, ours, batches
 
 
+def convert_teacher(arch: str, state: dict) -> dict:
+    """Their first-stage network under our names."""
+    from amcfd.archs import convert_state_dict
+
+    return convert_state_dict(arch, state["teacher"])
+
+
 def two_stage_from_authors(method: str, arch: str, arch2: str, state: dict) -> tuple[dict, dict]:
     """Their teacher and student (atbsn: the student inside their ``DoubleNet``, ``nbsn.*``) under our names."""
     from amcfd.archs import convert_state_dict
 
-    teacher, student = convert_state_dict(arch, state["teacher"]), convert_state_dict(arch2, state["student"])
+    teacher, student = convert_teacher(arch, state), convert_state_dict(arch2, state["student"])
     if method == "atbsn":
         student = {k[len("nbsn."):]: v for k, v in student.items() if k.startswith("nbsn.")}
     return teacher, student
@@ -681,7 +884,7 @@ def main(argv=None) -> int:
     run = parity_two_stage if args.method in SECOND else parity_one
     try:
         authors, ours, batches = run(args, c, job)
-    except RuntimeError as exc:
+    except (RuntimeError, ArgumentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     net = f" ({c.arch})" if args.method == "amsnet" else ""
@@ -691,14 +894,21 @@ def main(argv=None) -> int:
     if args.write_docs:
         from amcfd.analysis.results_doc import command_line, update_section
 
+        crops = f"crops of {args.images}" if args.images else "synthetic noisy crops"
+        run_of = "".join([f", networks at preset {args.preset}" if args.preset else "",
+                          ", the schedule fitted to the steps" if args.fit_schedule else "",
+                          f", {args.steps2 if args.steps2 is not None else args.steps} distillation steps"
+                          if args.method in SECOND else ""])
         body = (f"Our training against the authors' code ({args.authors_code.name}), {args.steps} steps from the same "
-                f"random weights, the same batches ({batches[0].shape[0]} x {batches[0].shape[-1]}², synthetic "
-                f"noisy crops), float32 on the CPU, deterministic; ours from options/train/{c.options}. Loss per "
+                f"random weights, the same batches ({batches[0].shape[0]} x {batches[0].shape[-1]}², {crops})"
+                f"{run_of}, float32 on the CPU, deterministic; ours from options/train/{c.options}. Loss per "
                 "step (in their units) and the largest relative difference of a parameter tensor at the end "
                 f"(L2); parity when the loss differs by at most {LOSS_TOL:g} and the weights by at most "
                 f"{WEIGHT_TOL:g}.\n\n" + "\n".join(lines))
-        update_section(f"Parity: training, {args.method}{net}", body,
-                       command_line(__file__, argv).replace(str(args.authors_code), "AUTHORS_CHECKOUT"))
+        title = f"Parity: training, {args.method}{net}"
+        if args.images:
+            title = f"Parity: {args.steps} steps on {args.images.resolve().parent.name}, {args.method}{net}"
+        update_section(title, body, command_line(__file__, argv).replace(str(args.authors_code), "AUTHORS_CHECKOUT"))
     return status
 
 

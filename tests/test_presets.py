@@ -68,9 +68,12 @@ def test_only_with_an_unknown_entry_is_a_one_line_error(pairs, capsys):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_imported_checkpoints_are_released_names(preset, pairs):
-    """A preset's ``checkpoint:`` rows name registered releases (fetched by name), not files of one machine."""
+    """A preset's ``checkpoint:`` rows name registered releases (fetched by name), not files of one machine, or
+    files under results/ that a command in the preset's header writes (its ``--save`` folder)."""
     from amcfd.hub.weights import releases
 
+    header = preset.read_text()
     for entry in load(preset, pairs)["methods"]:
-        if entry.get("checkpoint"):
-            assert entry["checkpoint"] in releases(), entry["name"]
+        ckpt = entry.get("checkpoint")
+        if ckpt and ckpt not in releases():
+            assert ckpt.startswith("results/") and f"--save {Path(ckpt).parent.parent}/" in header, entry["name"]

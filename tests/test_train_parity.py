@@ -104,6 +104,9 @@ def test_masked_taps_are_compared_as_the_network_uses_them():
     ["--method", "apbsn", "--authors-code", ".", "--net", "nafnet"],
     ["--method", "aprrd", "--authors-code", "."],
     ["--method", "ambsn", "--authors-code", "."],
+    ["--method", "apbsn", "--authors-code", ".", "--steps2", "3"],
+    ["--method", "atbsn", "--authors-code", ".", "--preset", "small"],
+    ["--method", "apbsn", "--authors-code", ".", "--images", "/nonexistent/folder"],
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, capsys):
     assert tool.main(argv) == 2
@@ -124,3 +127,77 @@ def test_two_stage_weights_from_the_authors_layout():
     double = {**{f"nbsn.{k}": v for k, v in student.items()}, **{f"bsn.{k}": v for k, v in teacher.items()}}
     _, s = tool.two_stage_from_authors("atbsn", "ATBSN", "ATBSNStudent", {"teacher": teacher, "student": double})
     assert s.keys() == student.keys()
+
+
+def _images(folder, sizes=((40, 48), (36, 36), (8, 8))):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_image_crops_are_seeded_slices_the_same_in_both_processes(tmp_path):
+    folder = _images(tmp_path / "noisy")
+    crops = tool.image_crops(folder, steps=4, batch=3, crop=32, seed=9)
+    assert len(crops) == 4 and crops[0].shape == (3, 3, 32, 32) and len(crops.images) == 2   # the 8x8 one skipped
+    again = tool.batches_of(tool.portable(tool.image_crops(folder, 4, 3, 32, seed=9)))
+    assert all(torch.equal(a, b) for a, b in zip(crops, again))
+    k, y, x = crops.where[2, 1].tolist()
+    assert torch.equal(crops[2][1], crops.images[k][:, y:y + 32, x:x + 32])
+    other = tool.image_crops(folder, 4, 3, 32, seed=10)
+    assert not torch.equal(other.where, crops.where)
+    with pytest.raises(tool.ArgumentError, match="--images .*no RGB image of at least 64 x 64"):
+        tool.image_crops(folder, 1, 1, 64, seed=0)
+
+
+def test_a_fitted_schedule_is_the_one_both_codes_step_at():
+    import argparse
+
+    from amcfd.options import resolved_options
+
+    opt = resolved_options({"network": {"type": "DnCNN", "preset": "small"},
+                            "method": {"type": "AMSNet", "pd_train": 2},
+                            "train": {"optim": "Adam", "lr": 1e-3, "total_iter": 1000, "scheduler": "multistep",
+                                      "milestones": [400, 800], "gamma": 0.1}})
+    opt = tool.as_run(opt, argparse.Namespace(fit_schedule=True), steps=5)
+    assert opt["train"]["total_iter"] == 5 and opt["train"]["milestones"] == [2, 4]
+    lrs = tool.schedule_lrs(opt, 5)
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    tool.deterministic(1)
+    ours = tool.train_ours(opt, tool.initial_weights(opt, 1), tool.make_batches(5, 2, 16, seed=5), seed=7)
+    assert ours.lrs == pytest.approx(lrs)
+    net = torch.nn.Linear(2, 2)
+    single, by_module = torch.optim.Adam(net.parameters(), lr=1.0), {"d": torch.optim.Adam(net.parameters(), lr=1.0)}
+    for optimiser in (single, by_module):
+        tool.follow_lr(optimiser, lrs, 3)
+    assert single.param_groups[0]["lr"] == by_module["d"].param_groups[0]["lr"] == pytest.approx(1e-4)
+    tool.follow_lr(single, None, 3)
+    assert single.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_saved_networks_are_our_checkpoints(tmp_path):
+    import argparse
+
+    from amcfd.engine.checkpoint import load_checkpoint
+
+    opt = _options()
+    tool.deterministic(1)
+    trained = _run(opt)
+    args = argparse.Namespace(save=tmp_path / "out", method="amsnet", steps=3)
+    tool.save_networks(args, opt, {"authors": trained.weights, "ours": trained.weights})
+    for code in ("authors", "ours"):
+        ckpt = load_checkpoint(tmp_path / "out" / f"{code}.pth")
+        assert ckpt["opt"]["network"]["type"] == "DnCNN" and ckpt["imported_from"]["code"] == code
+        assert all(torch.equal(ckpt["network"][k], v) for k, v in trained.weights.items())
+
+
+def test_a_long_run_prints_at_most_max_rows_and_its_last_step():
+    rows = [(i + 1, 1.0, 1.0, 0.0, 1e-4, 1e-4) for i in range(1255)]
+    lines = tool.report_lines("apbsn", {"rows": rows, "steps": 1255, "max_loss": 0.0, "max_weight": 0.0,
+                                        "worst": None})
+    steps = [int(line.split("|")[1]) for line in lines[2:-1]]
+    assert len(steps) <= tool.MAX_ROWS + 1 and steps[0] == 1 and steps[-1] == 1255

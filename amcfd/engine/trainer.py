@@ -95,6 +95,15 @@ def lr_factor(it: int, t: dict) -> float:
     return 1.0
 
 
+def fit_schedule(t: dict, total: int, milestone_fractions: list) -> None:
+    """The train section ``t`` fitted to ``total`` iterations: cosine ends there, multistep milestones keep their
+    ``milestone_fractions`` of it, warm-up is kept within its first tenth."""
+    t["total_iter"] = total                  # lr_factor reads it: the schedule ends at the new total
+    if t["milestones"]:
+        t["milestones"] = [max(1, round(f * total)) for f in milestone_fractions]
+    t["warmup_iter"] = min(t["warmup_iter"], total // 10)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -287,12 +296,10 @@ class Trainer:
         if fit < nominal or (t["fill_budget"] and fit != nominal and not again):
             log.info("train.max_minutes %g: %.3f s per step%s, total_iter %d -> %d", t["max_minutes"], per_step,
                      " lately" if again else "", nominal, fit)
-            t["total_iter"] = fit              # lr_factor reads it: the schedule ends at the new total
-            if t["milestones"]:                # multistep: the same shape, its steps at the same fractions
-                t["milestones"] = [max(1, round(f * fit)) for f in self.milestone_fractions]
-            if t["warmup_iter"] > fit // 10:
-                log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", t["warmup_iter"], fit // 10)
-                t["warmup_iter"] = fit // 10
+            warmup = t["warmup_iter"]
+            fit_schedule(t, fit, self.milestone_fractions)
+            if t["warmup_iter"] != warmup:
+                log.info("warm-up %d -> %d steps (a tenth of the fitted schedule)", warmup, t["warmup_iter"])
             self.logger.set_total(fit)
         if fit < LOW_BUDGET_SHARE * nominal and not again:
             log.warning("train.max_minutes %g fits only %d of the %d steps of option 'train.total_iter' "
