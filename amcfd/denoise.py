@@ -296,13 +296,24 @@ def run(argv=None) -> dict:
     return summary
 
 
+def trained_stages(summary: dict) -> dict:
+    """The stages' entries of ``run``'s summary (steps, minutes: None for a kept stage)."""
+    return {k: v for k, v in summary.items() if k not in ("denoise", "scores", "classical")}
+
+
+def below_input(scores: dict) -> int:
+    """How many photos of ``scores`` (``scores()``) end more than BELOW_DB below their noisy input."""
+    from amcfd.analysis.report import BELOW_DB
+
+    return sum(o < i - BELOW_DB for i, o in scores["per_image"].values())
+
+
 def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
     lines = ["", "| stage | steps | minutes | first step (s after the start) |", "|---|---|---|---|"]
-    for stage, s in summary.items():
-        if stage not in ("denoise", "scores", "classical"):
-            minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"
-            first = f"{s['first_step_s']:.1f}" if s.get("first_step_s") is not None else ""
-            lines.append(f"| {stage} | {s['steps']} | {minutes} | {first} |")
+    for stage, s in trained_stages(summary).items():
+        minutes = "kept" if s["minutes"] is None else f"{s['minutes']:.1f}"
+        first = f"{s['first_step_s']:.1f}" if s.get("first_step_s") is not None else ""
+        lines.append(f"| {stage} | {s['steps']} | {minutes} | {first} |")
     d = summary["denoise"]
     lines.append(f"| denoise ({d['images']} images) | | {d['minutes']:.1f} | |")
     if "scores" in summary:
@@ -318,8 +329,7 @@ def format_summary(summary: dict, model: Path, out_dir: Path) -> str:
                          f"{core['output SSIM']:.4f} | {core['output SSIM-MATLAB']:.4f} |")
         from amcfd.analysis.report import BELOW_DB
 
-        below = sum(o < i - BELOW_DB for i, o in s["per_image"].values())
-        lines += ["", f"Output below its input by more than {BELOW_DB} dB: {below} of {s['images']} photos."]
+        lines += ["", f"Output below its input by more than {BELOW_DB} dB: {below_input(s)} of {s['images']} photos."]
         if core:
             gain = s["output PSNR"] - core["output PSNR"]
             lines.append(f"Against the classical core: {gain:+.2f} dB (mean PSNR)."

@@ -21,20 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def report(summary: dict, budget: float) -> str:
     """The section body: stages, means and the per-photo table of ``amcfd.denoise.run``'s summary."""
     from amcfd.analysis.report import BELOW_DB
+    from amcfd.denoise import below_input, trained_stages
 
     s, core = summary["scores"], summary["classical"]
-    def took(v: dict) -> str:
-        return "kept" if v["minutes"] is None else f"{v['minutes']:.1f} min"
-
-    stages = ", ".join(f"{name} {v['steps']} steps / {took(v)}" for name, v in summary.items()
-                       if name not in ("denoise", "scores", "classical"))
+    stages = ", ".join(f"{name} {v['steps']} steps / " + ("kept" if v["minutes"] is None else f"{v['minutes']:.1f} min")
+                       for name, v in trained_stages(summary).items())
     lines = [f"{s['images']} photos, --budget-minutes {budget:g}; stages: {stages}. The classical core: "
              "`--method classical` on the same photos.", "",
              "| | PSNR | SSIM (skimage) | SSIM (MATLAB) | below input |", "|---|---|---|---|---|"]
     per_core = core["per_image"]
     for label, scores, which in (("noisy input", s, "input"), ("amcfd-denoise", s, "output"),
                                  ("the classical core", core, "output")):
-        below = "" if which == "input" else sum(o < i - BELOW_DB for i, o in scores["per_image"].values())
+        below = "" if which == "input" else below_input(scores)
         lines.append(f"| {label} | {scores[which + ' PSNR']:.2f} | {scores[which + ' SSIM']:.4f} | "
                      f"{scores[which + ' SSIM-MATLAB']:.4f} | {below} |")
     gain = s["output PSNR"] - core["output PSNR"]

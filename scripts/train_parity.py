@@ -141,8 +141,10 @@ def train_steps(step: Callable, batches, seed: int) -> tuple[list, list]:
 def follow_lr(optimiser, lrs: list | None, i: int) -> None:
     """--fit-schedule, in the authors' process: step ``i`` at the learning rate our fitted schedule gives it
     (their scheduler still steps; its value is replaced before every step)."""
-    for one in (optimiser.values() if isinstance(optimiser, dict) else [optimiser]) if lrs else []:
-        for group in one.param_groups:                     # (a dict: AM-BSN's optimisers by module)
+    if not lrs:
+        return
+    for one in optimiser.values() if isinstance(optimiser, dict) else [optimiser]:   # AM-BSN's: a dict by module
+        for group in one.param_groups:
             group["lr"] = lrs[i]
 
 
@@ -320,8 +322,7 @@ def as_run(opt: dict, args, steps: int) -> dict:
     from amcfd.engine.trainer import fit_schedule
 
     if args.fit_schedule:
-        t = opt["train"]
-        fit_schedule(t, steps, [m / t["total_iter"] for m in t["milestones"]])
+        fit_schedule(opt["train"], steps)
     return opt
 
 
@@ -798,23 +799,25 @@ def save_networks(args, opt: dict, weights: dict) -> None:
     benchmark entry's ``checkpoint``)."""
     if args.save is None:
         return
+    args.save.mkdir(parents=True, exist_ok=True)
+    for code, state in weights.items():
+        write_network(opt, state, args.save / f"{code}.pth",
+                      {"kind": "train_parity", "code": code, "method": args.method, "steps": args.steps})
+
+
+def write_network(opt: dict, state: dict, path: Path, imported_from: dict) -> None:
+    """Weights ``state`` of ``opt``'s network written as our checkpoint, with ``opt``'s method."""
     from amcfd.archs import build_arch
     from amcfd.hub.importers import write_checkpoint
 
-    args.save.mkdir(parents=True, exist_ok=True)
-    for code, state in weights.items():
-        net = build_arch(opt["network"])
-        net.load_state_dict(state)
-        write_checkpoint(net, opt["network"], opt["method"], args.save / f"{code}.pth",
-                         {"kind": "train_parity", "code": code, "method": args.method, "steps": args.steps})
+    net = build_arch(opt["network"])
+    net.load_state_dict(state)
+    write_checkpoint(net, opt["network"], opt["method"], path, imported_from)
 
 
 def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     """A BSN, then its distillation from our trained BSN (the same teacher in both codes): --steps of each,
     the losses one after the other, the weights of both networks (``teacher.``/``student.``)."""
-    from amcfd.archs import build_arch
-    from amcfd.hub.importers import write_checkpoint
-
     options2, arch2 = SECOND[args.method]
     steps2 = args.steps if args.steps2 is None else args.steps2
     opt1 = as_run(our_options(c.options, args.preset), args, args.steps)
@@ -833,9 +836,7 @@ def parity_two_stage(args, c: Case, job: dict) -> tuple[Result, Result, list]:
     batches2 = training_batches(args, steps2, args.batch or batch2, args.crop or crop2, args.seed + 1)
     student = initial_weights(opt2, args.seed + 1)
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = build_arch(opt1["network"])
-        teacher.load_state_dict(ours1.weights)
-        write_checkpoint(teacher, opt1["network"], opt1["method"], Path(tmp) / "teacher.pth", {"kind": "parity"})
+        write_network(opt1, ours1.weights, Path(tmp) / "teacher.pth", {"kind": "parity"})
         opt2["method"]["teacher"] = {"checkpoint": str(Path(tmp) / "teacher.pth")}
         ours2 = train_ours(opt2, student, batches2, args.seed + args.steps)
     theirs = run_authors(args.authors_python, {**first, "teacher": ours1.weights, "student": student,

@@ -95,9 +95,12 @@ def lr_factor(it: int, t: dict) -> float:
     return 1.0
 
 
-def fit_schedule(t: dict, total: int, milestone_fractions: list) -> None:
+def fit_schedule(t: dict, total: int, milestone_fractions: list | None = None) -> None:
     """The train section ``t`` fitted to ``total`` iterations: cosine ends there, multistep milestones keep their
-    ``milestone_fractions`` of it, warm-up is kept within its first tenth."""
+    ``milestone_fractions`` of it (default: their fractions of the current ``total_iter``), warm-up is kept within
+    its first tenth."""
+    if milestone_fractions is None:
+        milestone_fractions = [m / t["total_iter"] for m in t["milestones"]]
     t["total_iter"] = total                  # lr_factor reads it: the schedule ends at the new total
     if t["milestones"]:
         t["milestones"] = [max(1, round(f * total)) for f in milestone_fractions]
